@@ -1,0 +1,1 @@
+"""The converter pipeline: teacher → distilled student → ONNX → int8 → TensorRT."""

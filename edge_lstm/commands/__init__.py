@@ -1,0 +1,1 @@
+"""One module per CLI command: click definitions only, implementations imported on use."""

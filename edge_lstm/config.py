@@ -1,0 +1,177 @@
+"""YAML configs for the training side, validated on load so a typo fails in one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from edge_lstm.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Strict):
+    """Fractions of runs (not windows) per split; stratified by each run's fault class."""
+
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.2, ge=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1.0, got {total:g}")
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the sensor logs are and how readings become labelled windows."""
+
+    path: Path
+    run_column: str = "run_id"
+    timestamp_column: str = "ts"
+    label_column: str = "label"
+    features: list[str] | None = Field(
+        None, description="sensor columns in model order; null = every other numeric column"
+    )
+    normal_class: str = Field("normal", description="label of the no-fault class (index 0)")
+    window: int = Field(60, ge=2, le=10_000)
+    stride: int = Field(10, ge=1, description="window stride offline and hop when streaming")
+    split: SplitConfig = SplitConfig()
+    nan_policy: Literal["error", "drop"] = "error"
+    class_balance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> DataConfig:
+        if self.stride > self.window:
+            raise ValueError(f"stride ({self.stride}) must not exceed window ({self.window})")
+        if self.features is not None and len(set(self.features)) != len(self.features):
+            raise ValueError("features lists a column twice")
+        return self
+
+
+class TeacherConfig(_Strict):
+    """The offline teacher: bidirectional LSTM + attention pooling."""
+
+    hidden_size: int = Field(128, ge=4, le=4096)
+    layers: int = Field(2, ge=1, le=8)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    attention_size: int = Field(64, ge=4, le=4096)
+
+
+class StudentConfig(_Strict):
+    """The streamable student: causal GRU/LSTM classifying from its final hidden state."""
+
+    cell: Literal["gru", "lstm"] = "gru"
+    hidden_size: int = Field(32, ge=2, le=1024)
+    layers: int = Field(1, ge=1, le=2)
+    head_hidden: int = Field(0, ge=0, le=1024, description="0 = linear head")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainConfig(_Strict):
+    """Optimiser, schedule and stopping rules shared by teacher and student."""
+
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    lr: float = Field(2e-3, gt=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0, lt=1)
+    schedule: Literal["plateau", "cosine"] = "plateau"
+    patience: int = Field(5, ge=1)
+    clip_norm: float = Field(1.0, gt=0)
+    seed: int = 0
+    max_minutes: float | None = Field(None, gt=0, description="wall-clock budget")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads")
+
+
+class DistillConfig(_Strict):
+    """Hinton-style knowledge distillation: α·T²·KL + (1−α)·CE."""
+
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)
+    baseline: bool = Field(True, description="also train the student on hard labels only")
+    cache_teacher_logits: bool = True
+    train: TrainConfig = TrainConfig()
+
+
+class ExportConfig(_Strict):
+    """ONNX export settings and the parity check run on every export."""
+
+    opset: int = Field(17, ge=13, le=23)
+    parity_tolerance: float = Field(1e-4, gt=0)
+    parity_windows: int = Field(64, ge=1)
+
+
+class QuantizeConfig(_Strict):
+    """int8 settings and the accuracy guard."""
+
+    tolerance_points: float = Field(1.0, ge=0, description="max macro-F1 drop, in points")
+    calibration_windows: int = Field(256, ge=1)
+
+
+class Config(_Strict):
+    """A whole edgelstm training config (configs/demo.yaml)."""
+
+    data: DataConfig
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    train: TrainConfig = TrainConfig()
+    distill: DistillConfig = DistillConfig()
+    export: ExportConfig = ExportConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str:
+        """The file this config came from, for error messages."""
+        return str(self._source) if self._source else "<config>"
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling against configs/demo.yaml)"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{source}: {key}: {msg}{more}"
+
+
+def config_from_dict(raw: dict[str, Any], source: str | Path | None = None) -> Config:
+    """Validates an already-parsed config; `source` names it in error messages."""
+    label = str(source) if source else "<config>"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{label}: expected a mapping at the top level")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, label)) from None
+    cfg._source = Path(source) if source else None
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Reads and validates a YAML config; raises ConfigError naming the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return config_from_dict(raw, path)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """JSON-ready dict, saved beside checkpoints so a run can be reproduced."""
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,1 @@
+"""Sensor logs → validated readings → labelled windows split by run."""

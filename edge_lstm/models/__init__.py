@@ -1,0 +1,1 @@
+"""The teacher (BiLSTM + attention) and the streamable student (causal GRU/LSTM)."""

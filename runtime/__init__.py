@@ -1,0 +1,1 @@
+"""On-device runtime: manifest, backends, streaming windows, MQTT service. No torch here."""

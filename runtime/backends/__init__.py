@@ -1,0 +1,1 @@
+"""Inference backends behind one `step(x, state) -> (logits, state)` interface."""

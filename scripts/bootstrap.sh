@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Creates .venv and installs everything edgelstm needs on this machine, idempotently.
+# The pinned CPU torch wheel goes in first so that no CUDA build of torch is ever resolved.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+TORCH_PIN="${EDGELSTM_TORCH:-torch==2.13.0}"
+VENV=.venv
+STAMP="$VENV/.edgelstm-installed"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+        echo "==> installing the mosquitto broker (apt-get)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+        # the package starts a system broker on :1883; the tests and the demo start their own
+        (systemctl disable --now mosquitto >/dev/null 2>&1 || service mosquitto stop >/dev/null 2>&1) || true
+    else
+        echo "warning: mosquitto is not installed and apt-get is unavailable;" \
+             "broker tests will be skipped and the demo uses the embedded broker" >&2
+    fi
+fi
+
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+    echo "==> installing python packages into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q "$TORCH_PIN"
+    "$VENV/bin/python" -m pip install -q -e ".[train,runtime,dev]"
+    touch "$STAMP"
+fi
+echo "==> environment ready: $VENV/bin/edgelstm"
