@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 
 import click
 
@@ -52,10 +51,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS:
             return None
-        target, short_help = COMMANDS[cmd_name]
-        if ctx.resilient_parsing or _is_root_help():
-            return click.Command(cmd_name, short_help=short_help, help=short_help)
-        module_name, attr = target.split(":")
+        module_name, attr = COMMANDS[cmd_name][0].split(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
@@ -66,6 +62,11 @@ class LazyGroup(click.Group):
             ) from exc
         return getattr(module, attr)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Lists commands from the table, so `edgelstm --help` imports none of them."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -73,11 +74,6 @@ class LazyGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
 
-
-def _is_root_help() -> bool:
-    """True when the user asked for `edgelstm --help` (no command), so no module is imported."""
-    args = sys.argv[1:]
-    return not any(a in COMMANDS for a in args)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,3 +13,7 @@ class ManifestError(EdgeRuntimeError):
 
 class BackendError(EdgeRuntimeError):
     """An inference backend cannot load or run the model."""
+
+
+class ConfigError(EdgeRuntimeError):
+    """The gateway config has a missing, unknown or impossible key."""

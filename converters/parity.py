@@ -1,0 +1,141 @@
+"""Running exported graphs with ONNX Runtime and checking them against PyTorch.
+
+The same runners serve the parity check of every export, the evaluation of quantized graphs and
+the latency figures, so "the step graph driven W times" means one thing everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.errors import ConverterError
+from runtime.manifest import LOGITS, STATE_OUTPUT_SUFFIX, STEP_INPUT, WINDOW_INPUT, Manifest
+
+EVAL_BATCH = 512
+LATENCY_BATCHES = (1, 256)
+
+
+def ort_session(path: Path, threads: int = 1) -> Any:
+    """A CPU ONNX Runtime session on `threads` intra-op threads (1 keeps latency steady)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class StepGraph:
+    """A step graph session plus the state layout needed to drive it."""
+
+    session: Any
+    state_names: tuple[str, ...]
+    layers: int
+    hidden_size: int
+
+    def zero_state(self, batch: int) -> dict[str, np.ndarray]:
+        shape = (self.layers, batch, self.hidden_size)
+        return {name: np.zeros(shape, np.float32) for name in self.state_names}
+
+    def step(
+        self, x_t: np.ndarray, state: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One reading per row: x_t[B, F] -> (logits[B, C], next state by input name)."""
+        outputs = [LOGITS, *(n + STATE_OUTPUT_SUFFIX for n in self.state_names)]
+        logits, *new = self.session.run(outputs, {STEP_INPUT: x_t, **state})
+        return logits, dict(zip(self.state_names, new, strict=True))
+
+    def window_logits(
+        self, x: np.ndarray, on_step: Callable[[int, dict[str, Any]], None] | None = None
+    ) -> np.ndarray:
+        """Logits after driving x[B, W, F] through W steps from the zero state.
+
+        `on_step(t, feeds)` sees every step's input feed (used to collect calibration data).
+        """
+        state = self.zero_state(x.shape[0])
+        logits = np.empty(0, np.float32)
+        for t in range(x.shape[1]):
+            x_t = np.ascontiguousarray(x[:, t, :])
+            if on_step is not None:
+                on_step(t, {STEP_INPUT: x_t, **state})
+            logits, state = self.step(x_t, state)
+        return logits
+
+
+def window_logits(session: Any, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Logits of a window graph for x[N, W, F], run in chunks of `batch` windows."""
+    parts = [
+        session.run([LOGITS], {WINDOW_INPUT: x[i : i + batch]})[0] for i in range(0, len(x), batch)
+    ]
+    return np.concatenate(parts)
+
+
+def step_graph_logits(graph: StepGraph, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Logits of the step graph driven W times for every window of x[N, W, F]."""
+    return np.concatenate([graph.window_logits(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def window_call(session: Any) -> Callable[[np.ndarray], Any]:
+    """f(x[B, W, F]) running a window graph session, for latency measurements."""
+    return lambda x: session.run([LOGITS], {WINDOW_INPUT: x})
+
+
+def step_call(graph: StepGraph, state: dict[str, np.ndarray]) -> Callable[[np.ndarray], Any]:
+    """f(x_t[B, F]) advancing a step graph by one reading from a fixed state."""
+    return lambda x_t: graph.step(x_t, state)
+
+
+def graph_latency(path: Path, manifest: Manifest, kind: str, x: np.ndarray) -> dict[str, Any]:
+    """ONNX Runtime latency (1 thread) of a window or step graph at batch 1 and 256, on real
+    windows x[N, W, F] (tiled when fewer than 256); a step call is one reading per row."""
+    from edge_lstm.latency import measure_latency
+
+    session = ort_session(path, threads=1)
+    graph = StepGraph(session, manifest.state_names, manifest.layers, manifest.hidden_size)
+    result: dict[str, Any] = {}
+    for batch in LATENCY_BATCHES:
+        xb = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])), dtype=np.float32)
+        repeats = 200 if batch == 1 else 20
+        if kind == "window":
+            stats = measure_latency(window_call(session), xb, repeats=repeats)
+        else:
+            call = step_call(graph, graph.zero_state(batch))
+            stats = measure_latency(call, np.ascontiguousarray(xb[:, -1]), repeats=repeats * 5)
+        result[f"b{batch}"] = {k: stats[k] for k in ("median_ms", "min_ms", "max_ms")}
+    return result
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def torch_logits(model: Any, x: np.ndarray) -> np.ndarray:
+    """Reference logits of the PyTorch model (eval mode, no grad) for x[N, W, F]."""
+    import torch
+
+    with torch.inference_mode():
+        return model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+def compare_logits(graph: str, reference: np.ndarray, actual: np.ndarray, tolerance: float) -> dict:
+    """Max abs difference and argmax agreement; raises ConverterError when either fails."""
+    diff = float(np.abs(reference - actual).max())
+    mismatched = int((reference.argmax(axis=1) != actual.argmax(axis=1)).sum())
+    result = {"max_abs_diff": diff, "argmax_mismatches": mismatched, "windows": len(reference)}
+    if not diff <= tolerance or mismatched:
+        raise ConverterError(
+            f"parity failed for the {graph} graph: max |logits diff| vs PyTorch = {diff:.3g} "
+            f"(tolerance {tolerance:g}), argmax differs on {mismatched} of {len(reference)} "
+            "windows; the exported graph does not compute what the checkpoint computes "
+            "(try another --opset or report the torch/onnx versions)"
+        )
+    return result

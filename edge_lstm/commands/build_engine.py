@@ -1,0 +1,67 @@
+"""`edgelstm build-engine`: a TensorRT engine of the step graph (run it on the target device)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from edge_lstm.commands.export import human_size
+
+
+@click.command("build-engine")
+@click.argument("deploy_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--precision",
+    metavar="fp32|fp16|int8",
+    default="fp16",
+    show_default=True,
+    help="fp32, fp16, or int8 (from the static QDQ graph of `edgelstm quantize --mode static`).",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Largest batch (device windows per step call) the engine accepts.",
+)
+@click.option(
+    "--opt-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Batch the kernels are tuned for; default min(64, max batch).",
+)
+@click.option(
+    "--workspace",
+    "workspace_mb",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Builder workspace limit in MB.",
+)
+def build_engine(
+    deploy_dir: Path, precision: str, max_batch: int, opt_batch: int | None, workspace_mb: int
+) -> None:
+    """Build a TensorRT engine of DEPLOY_DIR's step graph for the GPU of this machine.
+
+    Needs TensorRT and a CUDA device (a Jetson with JetPack, or a desktop GPU with
+    `pip install tensorrt pycuda`). Engines only run on the GPU model and TensorRT version that
+    built them; the manifest records both and the runtime checks them.
+    """
+    from converters.tensorrt_build import build_engine as run_build
+
+    started = time.perf_counter()
+    engine = run_build(
+        deploy_dir,
+        precision=precision,
+        max_batch=max_batch,
+        workspace_mb=workspace_mb,
+        opt_batch=opt_batch,
+    )
+    seconds = time.perf_counter() - started
+    click.echo(
+        f"wrote {engine} ({human_size(engine.stat().st_size)}) in {seconds:.1f} s; next: "
+        f"edgelstm serve --model-dir {deploy_dir} --backend tensorrt --artifact "
+        f"step.trt-{precision}"
+    )

@@ -1,0 +1,66 @@
+"""`edgelstm distill`: train a small streamable student on the teacher's soft targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("distill")
+@click.option(
+    "--teacher",
+    "teacher_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Teacher checkpoint folder, e.g. runs/demo/teacher.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Config with the data, student and distill sections, e.g. configs/demo.yaml.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Student checkpoint folder to write, e.g. runs/demo/student.",
+)
+@click.option(
+    "--baseline/--no-baseline",
+    default=None,
+    help="Also train the same student on hard labels only (default: distill.baseline).",
+)
+@click.option(
+    "--search",
+    is_flag=True,
+    help="Also try a grid of student sizes and report the accuracy-latency Pareto front.",
+)
+def distill(
+    teacher_dir: Path, config_path: Path, out_dir: Path, baseline: bool | None, search: bool
+) -> None:
+    """Distill the teacher into the student of the config (Hinton et al. KD loss).
+
+    Writes the student checkpoint into OUT (model.pt, model.json, metrics.json,
+    training_curve.png), the hard-label student into OUT/baseline/, and the comparison table of
+    teacher and students on the test split to OUT/comparison.json and OUT/comparison.md.
+    """
+    from converters.comparison import load_comparison, render_text
+    from converters.distill import BASELINE_DIR, COMPARISON_FILE
+    from converters.distill import distill as run
+    from edge_lstm.config import load_config
+
+    cfg = load_config(config_path)
+    with_baseline = cfg.distill.baseline if baseline is None else baseline
+    out = run(cfg, teacher_dir, out_dir, baseline=with_baseline, search=search)
+    table = out / COMPARISON_FILE
+    click.echo(render_text(load_comparison(table)))
+    click.echo(f"wrote {out} (student), {table} and {table.with_suffix('.md')}")
+    if with_baseline:
+        click.echo(f"  hard-label baseline: {out / BASELINE_DIR}")
+    if search:
+        click.echo(f"  student search: {out / 'search' / 'search.md'}")
+    click.echo(f"next: edgelstm export {out} --out <deployment folder>")

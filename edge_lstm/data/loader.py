@@ -1,0 +1,267 @@
+"""Reads long-format sensor logs (CSV or Parquet) and validates them into clean readings.
+
+Every problem is a DataError that names the file, the column or config key, and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from edge_lstm.config import Config
+from edge_lstm.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".csv", ".parquet", ".pq")
+_MAX_LISTED = 5
+
+
+@dataclass
+class Readings:
+    """Validated readings: one row per reading, grouped by run in order of first appearance.
+
+    `frame` has the configured run, timestamp and label columns (run ids and labels as str,
+    timestamps as float unix seconds) and the feature columns as float32.
+    """
+
+    frame: pd.DataFrame
+    path: Path
+    features: list[str]
+    classes: list[str]
+    run_column: str
+    timestamp_column: str
+    label_column: str
+
+    def run_bounds(self) -> dict[str, tuple[int, int]]:
+        """Run id -> (first row, end row) in `frame`, whose runs are contiguous."""
+        runs = self.frame[self.run_column].to_numpy()
+        starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+        ends = np.r_[starts[1:], len(runs)]
+        return {str(runs[s]): (int(s), int(e)) for s, e in zip(starts, ends, strict=True)}
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(repr(i) for i in items[:_MAX_LISTED])
+    return shown + (f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if path.suffix.lower() not in SUFFIXES:
+        raise DataError(
+            f"{path}: unsupported file type {path.suffix!r}; sensor logs must be .csv or .parquet"
+        )
+    if not path.is_file():
+        raise DataError(
+            f"{path}: data file not found; check data.path or create demo data with "
+            f"`edgelstm simulate --out {path}`"
+        )
+    try:
+        if path.suffix.lower() == ".csv":
+            return pd.read_csv(path)
+        return pd.read_parquet(path)
+    except Exception as exc:  # pandas/pyarrow raise many types for a corrupt file
+        raise DataError(f"{path}: cannot read the file ({type(exc).__name__}: {exc})") from None
+
+
+def _numeric_column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """The column as float64; non-numeric entries are an error naming the row and value."""
+    series = frame[column]
+    if pd.api.types.is_bool_dtype(series):
+        raise DataError(f"{path}: column {column!r} holds booleans, not sensor values")
+    if pd.api.types.is_numeric_dtype(series):
+        return series.astype(np.float64)
+    converted = pd.to_numeric(series, errors="coerce")
+    bad = converted.isna() & series.notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"{path}: column {column!r} has {int(bad.sum())} non-numeric value(s), first at "
+            f"row {row}: {series.iloc[row]!r}; fix the file or leave the column out of "
+            "data.features"
+        )
+    return converted.astype(np.float64)
+
+
+def _is_numeric_like(series: pd.Series) -> bool:
+    """True if any value parses as a number (so a bad entry is an error, not a skipped column)."""
+    if pd.api.types.is_bool_dtype(series):
+        return False
+    if pd.api.types.is_numeric_dtype(series):
+        return True
+    return bool(pd.to_numeric(series, errors="coerce").notna().any())
+
+
+def _select_features(
+    frame: pd.DataFrame, cfg: Config, path: Path, reserved: list[str]
+) -> list[str]:
+    requested = cfg.data.features
+    if requested is not None:
+        for name in requested:
+            if name not in frame.columns:
+                raise DataError(
+                    f"data.features in {cfg.source}: unknown column {name!r} (not in {path}; "
+                    f"its columns are {_listing([str(c) for c in frame.columns])})"
+                )
+            if name in reserved:
+                raise DataError(
+                    f"data.features in {cfg.source}: {name!r} is the run, timestamp or label "
+                    "column, not a sensor"
+                )
+        return list(requested)
+    features = []
+    for column in frame.columns:
+        if column in reserved:
+            continue
+        if _is_numeric_like(frame[column]):
+            features.append(str(column))
+        else:
+            log.info("%s: column %r is not numeric; not used as a sensor", path, column)
+    if not features:
+        raise DataError(
+            f"{path}: no numeric sensor columns besides {_listing(reserved)}; "
+            f"list them in data.features in {cfg.source}"
+        )
+    return features
+
+
+def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """Unix seconds as float64, from numbers or datetimes."""
+    series = frame[column]
+    if pd.api.types.is_datetime64_any_dtype(series):
+        utc = pd.to_datetime(series, utc=True)
+        return (utc - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    if pd.api.types.is_numeric_dtype(series) or _is_numeric_like(series):
+        return _numeric_column(frame, column, path)
+    try:
+        utc = pd.to_datetime(series, utc=True)
+    except (ValueError, TypeError) as exc:
+        raise DataError(
+            f"{path}: timestamp column {column!r} is neither unix seconds nor dates ({exc})"
+        ) from None
+    return (utc - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+
+
+def _labels(series: pd.Series) -> tuple[pd.Series, bool]:
+    """Labels as str; integer labels (also as integral floats) become str(int)."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        values = series.to_numpy(dtype=np.float64)
+        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            return pd.Series(values.astype(np.int64).astype(str), index=series.index), True
+    return series.astype(str), False
+
+
+def _class_order(labels: np.ndarray, normal: str, integer: bool) -> list[str]:
+    others = sorted({str(v) for v in labels} - {normal}, key=int if integer else None)
+    return [normal, *others]
+
+
+def _check_no_missing(frame: pd.DataFrame, column: str, what: str, path: Path) -> None:
+    missing = frame[column].isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise DataError(
+            f"{path}: column {column!r} has {int(missing.sum())} empty {what}(s), first at "
+            f"row {row}; every reading needs a {what}"
+        )
+
+
+def load_readings(cfg: Config, path: Path | None = None) -> Readings:
+    """Loads and validates the sensor logs at `path` (default cfg.data.path)."""
+    data = cfg.data
+    path = Path(path) if path is not None else Path(data.path)
+    raw = _read_table(path)
+    keys = {
+        "data.run_column": data.run_column,
+        "data.timestamp_column": data.timestamp_column,
+        "data.label_column": data.label_column,
+    }
+    for key, column in keys.items():
+        if column not in raw.columns:
+            raise DataError(
+                f"{path}: missing column {column!r} ({key} in {cfg.source}); the file has "
+                f"{_listing([str(c) for c in raw.columns])}"
+            )
+    reserved = list(keys.values())
+    features = _select_features(raw, cfg, path, reserved)
+    _check_no_missing(raw, data.run_column, "run id", path)
+    _check_no_missing(raw, data.label_column, "label", path)
+
+    values = pd.DataFrame({name: _numeric_column(raw, name, path) for name in features})
+    ts = _timestamps(raw, data.timestamp_column, path)
+    finite = np.isfinite(values.to_numpy()).all(axis=1) & np.isfinite(ts.to_numpy())
+    n_bad = int((~finite).sum())
+    if n_bad:
+        first = int(np.flatnonzero(~finite)[0])
+        if data.nan_policy == "error":
+            raise DataError(
+                f"{path}: {n_bad} row(s) have NaN/Inf or empty sensor or timestamp values, first "
+                f"at row {first}; clean the file or set data.nan_policy: drop in {cfg.source}"
+            )
+        log.warning("%s: dropped %d of %d rows with NaN/Inf values", path, n_bad, len(raw))
+    labels, integer = _labels(raw[data.label_column])
+    frame = pd.DataFrame(
+        {
+            data.run_column: raw[data.run_column].astype(str).to_numpy(),
+            data.timestamp_column: ts.to_numpy(dtype=np.float64),
+            **{name: values[name].to_numpy(dtype=np.float32) for name in features},
+            data.label_column: labels.to_numpy(dtype=object),
+        }
+    )[finite].reset_index(drop=True)
+    if frame.empty:
+        raise DataError(f"{path}: no readings left to use")
+
+    normal = data.normal_class
+    if integer and "normal_class" not in data.model_fields_set:
+        normal = "0"
+    present = frame[data.label_column].to_numpy()
+    if normal not in set(present):
+        found = sorted(set(present))
+        raise DataError(
+            f"data.normal_class in {cfg.source}: {normal!r} is not among the labels in {path} "
+            f"(found {_listing(found)}); set it to the label of the no-fault class"
+        )
+
+    codes, _ = pd.factorize(frame[data.run_column])
+    frame = frame.iloc[np.argsort(codes, kind="stable")].reset_index(drop=True)
+    readings = Readings(
+        frame=frame,
+        path=path,
+        features=features,
+        classes=_class_order(present, normal, integer),
+        run_column=data.run_column,
+        timestamp_column=data.timestamp_column,
+        label_column=data.label_column,
+    )
+    _check_runs(readings, data.window)
+    return readings
+
+
+def _check_runs(readings: Readings, window: int) -> None:
+    """Timestamps strictly increase inside each run and every run fills at least one window."""
+    frame = readings.frame
+    runs = frame[readings.run_column].to_numpy()
+    ts = frame[readings.timestamp_column].to_numpy()
+    same_run = runs[1:] == runs[:-1]
+    backwards = np.flatnonzero(same_run & (np.diff(ts) <= 0))
+    if backwards.size:
+        i = int(backwards[0])
+        raise DataError(
+            f"{readings.path}: timestamps go backwards or repeat inside run {runs[i]!r} "
+            f"({ts[i]!r} then {ts[i + 1]!r}) at {backwards.size} place(s); sort each run by "
+            f"{readings.timestamp_column!r} and drop duplicate readings"
+        )
+    short = [
+        f"{run} ({end - start} readings)"
+        for run, (start, end) in readings.run_bounds().items()
+        if end - start < window
+    ]
+    if short:
+        raise DataError(
+            f"{readings.path}: {len(short)} run(s) are shorter than the window of {window} "
+            f"readings: {', '.join(short[:_MAX_LISTED])}; drop them or lower data.window"
+        )

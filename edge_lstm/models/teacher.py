@@ -1,0 +1,82 @@
+"""The offline teacher: a bidirectional LSTM with additive attention pooling over time.
+
+It sees the whole window in both directions, which makes it accurate but not streamable;
+its soft targets train the causal student.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from edge_lstm.config import TeacherConfig
+
+
+class AttentionPooling(nn.Module):
+    """Additive (Bahdanau) attention: a softmax over time weights the sequence into one vector."""
+
+    def __init__(self, in_size: int, attention_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_size, attention_size)
+        self.score = nn.Linear(attention_size, 1, bias=False)
+
+    def forward(self, seq: Tensor) -> Tensor:
+        """seq[B, W, D] -> pooled[B, D]."""
+        weights = torch.softmax(self.score(torch.tanh(self.proj(seq))), dim=1)
+        return (weights * seq).sum(dim=1)
+
+
+class Teacher(nn.Module):
+    """BiLSTM → LayerNorm → attention pooling → LayerNorm → dropout → linear head."""
+
+    def __init__(self, n_features: int, n_classes: int, cfg: TeacherConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self._n_features = n_features
+        self._n_classes = n_classes
+        self.lstm = nn.LSTM(
+            input_size=n_features,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        )
+        width = 2 * cfg.hidden_size
+        self.seq_norm = nn.LayerNorm(width)
+        self.attention = AttentionPooling(width, cfg.attention_size)
+        self.pooled_norm = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(width, n_classes)
+        self._init_lstm()
+
+    @property
+    def n_features(self) -> int:
+        return self._n_features
+
+    @property
+    def n_classes(self) -> int:
+        return self._n_classes
+
+    def _init_lstm(self) -> None:
+        """Orthogonal recurrent and Xavier input weights per gate; forget-gate bias 1."""
+        hidden = self.cfg.hidden_size
+        for name, param in self.lstm.named_parameters():
+            with torch.no_grad():
+                if name.startswith("weight_hh"):
+                    for gate in param.chunk(4, dim=0):
+                        nn.init.orthogonal_(gate)
+                elif name.startswith("weight_ih"):
+                    for gate in param.chunk(4, dim=0):
+                        nn.init.xavier_uniform_(gate)
+                elif name.startswith("bias_ih"):
+                    param.zero_()
+                    param[hidden : 2 * hidden] = 1.0
+                else:
+                    param.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x[B, W, F] -> logits[B, C]."""
+        seq, _ = self.lstm(x)
+        pooled = self.attention(self.seq_norm(seq))
+        return self.head(self.dropout(self.pooled_norm(pooled)))

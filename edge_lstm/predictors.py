@@ -1,0 +1,254 @@
+"""One prediction interface for a torch checkpoint, an ONNX graph and a TensorRT engine.
+
+Every predictor takes normalized windows `x[N, W, F]` and returns class probabilities
+`[N, C]`, and says which features, classes and normalization it expects, so `evaluate` and the
+comparison table score every artifact with the same code. Step artifacts (step.onnx, engines)
+are driven W times from the zero state, exactly as the streaming runtime runs them.
+
+The deployment-folder schema and the TensorRT backend live in `runtime/`; they are imported
+lazily here, only when an ONNX file or an engine is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_lstm.data.normalization import Normalization
+from edge_lstm.errors import EdgeLstmError
+from edge_lstm.metrics import softmax
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+StepFn = Callable[[np.ndarray, tuple[np.ndarray, ...]], tuple[np.ndarray, tuple[np.ndarray, ...]]]
+
+
+class Predictor(Protocol):
+    """Anything that turns normalized windows into class probabilities."""
+
+    name: str
+    kind: str  # "torch" | "onnx-window" | "onnx-step" | "tensorrt"
+    size_bytes: int
+    features: list[str]
+    classes: list[str]
+    window: int
+    normalization: Normalization
+    config: dict[str, Any] | None  # the training Config dump, to rebuild the data splits
+    path: Path
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class TorchPredictor:
+    """A checkpoint directory (model.pt + model.json)."""
+
+    name: str
+    size_bytes: int
+    features: list[str]
+    classes: list[str]
+    window: int
+    normalization: Normalization
+    config: dict[str, Any] | None
+    path: Path
+    model: Any
+    kind: str = "torch"
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        from edge_lstm.training.predict import predict_logits
+
+        return softmax(predict_logits(self.model, np.ascontiguousarray(x, np.float32), BATCH))
+
+
+def _run_steps(step: StepFn, x: np.ndarray, zero_state: Callable[[int], tuple]) -> np.ndarray:
+    """Drives a step function over each window from the zero state; returns final logits."""
+    out = []
+    for i in range(0, len(x), BATCH):
+        chunk = np.ascontiguousarray(x[i : i + BATCH], np.float32)
+        state = zero_state(len(chunk))
+        logits = None
+        for t in range(chunk.shape[1]):
+            logits, state = step(np.ascontiguousarray(chunk[:, t, :]), state)
+        out.append(np.asarray(logits, np.float32))
+    return np.concatenate(out)
+
+
+@dataclass
+class ManifestPredictor:
+    """An artifact of a deployment folder: ONNX window/step graph or TensorRT step engine."""
+
+    name: str
+    kind: str
+    size_bytes: int
+    features: list[str]
+    classes: list[str]
+    window: int
+    normalization: Normalization
+    config: dict[str, Any] | None
+    path: Path
+    run: Callable[[np.ndarray], np.ndarray]
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return softmax(self.run(np.asarray(x, np.float32)))
+
+
+def open_torch(path: Path) -> TorchPredictor:
+    from edge_lstm.checkpoint import WEIGHTS_FILE, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    meta = ckpt.meta
+    return TorchPredictor(
+        name=meta.name,
+        size_bytes=(ckpt.path / WEIGHTS_FILE).stat().st_size,
+        features=list(meta.features),
+        classes=list(meta.classes),
+        window=meta.window,
+        normalization=Normalization.from_dict(meta.normalization),
+        config=meta.config,
+        path=ckpt.path,
+        model=ckpt.model,
+    )
+
+
+def _load_manifest(path: Path) -> Any:
+    from runtime.errors import ManifestError
+    from runtime.manifest import MANIFEST_FILE, Manifest
+
+    try:
+        return Manifest.load(path.parent)
+    except ManifestError as exc:
+        raise EdgeLstmError(
+            f"{path}: needs the {MANIFEST_FILE} of its deployment folder for features, classes "
+            f"and normalization ({exc})"
+        ) from None
+
+
+def _artifact_name(manifest: Any, path: Path) -> str | None:
+    """The manifest's name for this file, after checking its sha256 (None if not listed)."""
+    from runtime.errors import ManifestError
+
+    for name, art in manifest.artifacts.items():
+        if art.file == path.name:
+            try:
+                manifest.verified_path(path.parent, name)
+            except ManifestError as exc:
+                raise EdgeLstmError(str(exc)) from None
+            return name
+    return None
+
+
+def _manifest_fields(manifest: Any, path: Path) -> dict[str, Any]:
+    return {
+        "features": list(manifest.features),
+        "classes": list(manifest.classes),
+        "window": manifest.window,
+        "normalization": Normalization(mean=manifest.norm_mean, std=manifest.norm_std),
+        "config": manifest.provenance.get("config"),
+        "path": path,
+        "size_bytes": path.stat().st_size,
+    }
+
+
+def _zero_state(manifest: Any) -> Callable[[int], tuple[np.ndarray, ...]]:
+    def make(batch: int) -> tuple[np.ndarray, ...]:
+        shape = manifest.state_shape(batch)
+        return tuple(np.zeros(shape, np.float32) for _ in manifest.state_names)
+
+    return make
+
+
+def open_onnx(path: Path, threads: int = 1) -> ManifestPredictor:
+    """A window graph (x[B, W, F]) or a step graph (x[B, F] + state), told apart by x's rank."""
+    import onnxruntime as ort
+
+    from runtime.manifest import LOGITS, STATE_OUTPUT_SUFFIX, WINDOW_INPUT
+
+    manifest = _load_manifest(path)
+    listed = _artifact_name(manifest, path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        raise EdgeLstmError(f"{path}: ONNX Runtime cannot load it ({exc})") from None
+    inputs = {i.name: i for i in session.get_inputs()}
+    if WINDOW_INPUT not in inputs:
+        raise EdgeLstmError(f"{path}: graph has no input {WINDOW_INPUT!r} (has {sorted(inputs)})")
+    name = f"{manifest.model_name}:{listed or path.stem}"
+    fields = _manifest_fields(manifest, path)
+    if len(inputs[WINDOW_INPUT].shape) == 3:
+        return ManifestPredictor(
+            name=name,
+            kind="onnx-window",
+            run=lambda x: session.run([LOGITS], {WINDOW_INPUT: x})[0],
+            **fields,
+        )
+    states = manifest.state_names
+    outputs = [LOGITS] + [s + STATE_OUTPUT_SUFFIX for s in states]
+    missing = [s for s in states if s not in inputs]
+    if missing:
+        raise EdgeLstmError(f"{path}: step graph lacks the state inputs {missing}")
+
+    def step(x_t: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple]:
+        result = session.run(outputs, {WINDOW_INPUT: x_t, **dict(zip(states, state, strict=True))})
+        return result[0], tuple(result[1:])
+
+    zero = _zero_state(manifest)
+    return ManifestPredictor(
+        name=name, kind="onnx-step", run=lambda x: _run_steps(step, x, zero), **fields
+    )
+
+
+def open_engine(path: Path) -> ManifestPredictor:
+    """A TensorRT step engine, run through the runtime's TensorRT backend."""
+    manifest = _load_manifest(path)
+    listed = _artifact_name(manifest, path)
+    if listed is None:
+        raise EdgeLstmError(
+            f"{path}: not listed in {path.parent}/manifest.json; build it with "
+            "`edgelstm build-engine` so its build facts are recorded"
+        )
+    from runtime.backends.base import open_backend
+    from runtime.errors import EdgeRuntimeError
+
+    try:
+        backend = open_backend(path.parent, manifest, name="tensorrt", artifact=listed)
+    except (EdgeRuntimeError, ImportError) as exc:
+        raise EdgeLstmError(
+            f"{path}: cannot run a TensorRT engine here ({exc}); evaluate engines on the device "
+            "they were built for (TensorRT and a CUDA GPU are required)"
+        ) from None
+    zero = _zero_state(manifest)
+    return ManifestPredictor(
+        name=f"{manifest.model_name}:{listed}",
+        kind="tensorrt",
+        run=lambda x: _run_steps(backend.step, x, zero),
+        **_manifest_fields(manifest, path),
+    )
+
+
+def open_predictor(path: Path) -> Predictor:
+    """Picks the implementation: checkpoint dir / model.pt, .onnx file, or engine file."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgeLstmError(f"{path}: no such file or directory")
+    if path.is_dir() or path.suffix == ".pt":
+        return open_torch(path)
+    if path.suffix == ".onnx":
+        return open_onnx(path)
+    if path.suffix in ENGINE_SUFFIXES:
+        return open_engine(path)
+    raise EdgeLstmError(
+        f"{path}: unknown artifact type {path.suffix!r}; give a checkpoint directory (or its "
+        f"model.pt), an .onnx file or a TensorRT engine ({', '.join(ENGINE_SUFFIXES)})"
+    )

@@ -1,0 +1,283 @@
+"""The gateway config (configs/gateway.yaml): dataclasses with explicit checks, no pydantic.
+
+Every error names the file and the dotted key, so a typo on a gateway fails in one clear line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runtime.errors import ConfigError
+
+BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+OVERFLOW_POLICIES = ("drop_oldest", "drop_new")
+EMIT_MODES = ("alerts", "all")
+
+
+@dataclass
+class TlsConfig:
+    """Broker TLS: a CA to trust and, for client-certificate auth, a cert and key."""
+
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    insecure: bool = False  # skip hostname verification (test brokers only)
+
+
+@dataclass
+class BrokerConfig:
+    """Where the MQTT broker is and how this gateway logs in."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    protocol: int = 5  # 5 or 311
+    client_id: str | None = None  # default: edgelstm-<gateway_id>
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = 30
+    clean_start: bool = False  # False = persistent session: QoS 1 survives reconnects
+    session_expiry_s: int = 86_400  # MQTT v5 session lifetime on the broker
+    reconnect_min_s: int = 1
+    reconnect_max_s: int = 30
+    tls: TlsConfig | None = None
+
+
+@dataclass
+class TopicsConfig:
+    """Topic pattern in (one '+' = the device id) and templates out."""
+
+    sensors: str = "sensors/+/data"
+    sensor_qos: int = 1
+    alerts: str = "edgelstm/{gateway_id}/alerts/{device_id}"
+    stats: str = "edgelstm/{gateway_id}/stats"
+    status: str = "edgelstm/{gateway_id}/status"
+
+
+@dataclass
+class BatchingConfig:
+    """One backend call per round; rows = (device, open window) pairs."""
+
+    max_batch: int = 2048  # rows per step call
+    max_wait_ms: float = 1.0  # wait before a small round so readings share one call
+    queue_size: int = 100_000  # messages waiting for the processing loop
+    device_queue: int = 1_000  # readings waiting per device
+
+
+@dataclass
+class DebounceConfig:
+    """Raise after k agreeing windows at confidence >= threshold; clear after k normal ones."""
+
+    k: int = 3
+    threshold: float = 0.6
+    emit: str = "alerts"  # "alerts" or "all" (every window's result, for testing)
+    results_qos: int = 0  # QoS of the per-window results of emit: all (alerts are always 1)
+
+
+@dataclass
+class OutboxConfig:
+    """The on-disk alert queue that survives restarts (SQLite in state_dir)."""
+
+    max_rows: int = 100_000
+    overflow: str = "drop_oldest"
+    max_inflight: int = 1_000  # alerts handed to paho and not yet acknowledged
+
+
+@dataclass
+class GatewayConfig:
+    """Everything `edgelstm serve` needs; loaded from YAML and overridden from the CLI."""
+
+    model_dir: Path
+    gateway_id: str = "gateway"
+    backend: str = "onnxruntime"
+    artifact: str = "step"
+    threads: int = 1
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    debounce: DebounceConfig = field(default_factory=DebounceConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    state_dir: Path = Path("state")
+    max_gap_s: float | None = None  # default: 5 x the manifest's sample period
+    max_payload_bytes: int = 65_536
+    stats_interval_s: float = 10.0
+    prometheus_port: int | None = None
+    log_every_s: float = 10.0  # bad-input log lines at most once per reason per this period
+    source: str = "<config>"
+
+    def topic(self, template: str, device_id: str = "") -> str:
+        return template.format(gateway_id=self.gateway_id, device_id=device_id)
+
+    @property
+    def client_id(self) -> str:
+        return self.broker.client_id or f"edgelstm-{self.gateway_id}"
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first key whose value cannot work."""
+        checks: list[tuple[bool, str, str]] = [
+            (self.backend in BACKENDS, "backend", f"must be one of {BACKENDS}"),
+            (self.threads >= 1, "threads", "must be >= 1"),
+            (self.broker.protocol in (5, 311), "broker.protocol", "must be 5 or 311"),
+            (0 < self.broker.port < 65536, "broker.port", "must be a TCP port"),
+            (self.broker.keepalive >= 5, "broker.keepalive", "must be >= 5 s"),
+            (
+                1 <= self.broker.reconnect_min_s <= self.broker.reconnect_max_s,
+                "broker.reconnect_min_s",
+                "must be >= 1 and <= broker.reconnect_max_s",
+            ),
+            (self.topics.sensors.count("+") == 1, "topics.sensors", "needs exactly one '+'"),
+            ("#" not in self.topics.sensors, "topics.sensors", "'#' is not supported"),
+            (self.topics.sensor_qos in (0, 1, 2), "topics.sensor_qos", "must be 0, 1 or 2"),
+            ("{device_id}" in self.topics.alerts, "topics.alerts", "needs {device_id}"),
+            (self.batching.max_batch >= 1, "batching.max_batch", "must be >= 1"),
+            (self.batching.max_wait_ms >= 0, "batching.max_wait_ms", "must be >= 0"),
+            (self.batching.queue_size >= 1, "batching.queue_size", "must be >= 1"),
+            (self.batching.device_queue >= 1, "batching.device_queue", "must be >= 1"),
+            (self.debounce.k >= 1, "debounce.k", "must be >= 1"),
+            (0 <= self.debounce.threshold <= 1, "debounce.threshold", "must be in [0, 1]"),
+            (self.debounce.emit in EMIT_MODES, "debounce.emit", f"must be one of {EMIT_MODES}"),
+            (self.debounce.results_qos in (0, 1), "debounce.results_qos", "must be 0 or 1"),
+            (self.outbox.max_rows >= 1, "outbox.max_rows", "must be >= 1"),
+            (
+                self.outbox.overflow in OVERFLOW_POLICIES,
+                "outbox.overflow",
+                f"must be one of {OVERFLOW_POLICIES}",
+            ),
+            (
+                1 <= self.outbox.max_inflight <= 60_000,
+                "outbox.max_inflight",
+                "must be in [1, 60000] (MQTT message ids wrap at 65535)",
+            ),
+            (self.max_gap_s is None or self.max_gap_s > 0, "max_gap_s", "must be > 0"),
+            (self.max_payload_bytes >= 64, "max_payload_bytes", "must be >= 64"),
+            (self.stats_interval_s > 0, "stats_interval_s", "must be > 0"),
+            (
+                self.prometheus_port is None or 0 < self.prometheus_port < 65536,
+                "prometheus_port",
+                "must be a TCP port or null",
+            ),
+            (self.log_every_s >= 0, "log_every_s", "must be >= 0"),
+        ]
+        for ok, key, message in checks:
+            if not ok:
+                raise ConfigError(f"{self.source}: {key}: {message}")
+
+
+_SECTIONS: dict[str, type] = {
+    "broker": BrokerConfig,
+    "topics": TopicsConfig,
+    "batching": BatchingConfig,
+    "debounce": DebounceConfig,
+    "outbox": OutboxConfig,
+    "tls": TlsConfig,
+}
+_PATHS = ("model_dir", "state_dir")
+
+
+def _build(cls: type, raw: Any, where: str, source: str) -> Any:
+    """Instantiates a config dataclass from a mapping, refusing unknown keys and wrong types."""
+    label = where or "<top level>"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {label}: expected a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: {where + '.' if where else ''}{unknown[0]}: unknown key "
+            "(check the spelling against configs/gateway.yaml)"
+        )
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = f"{where}.{name}" if where else name
+        if name in _SECTIONS and value is not None:
+            values[name] = _build(_SECTIONS[name], value, key, source)
+        elif name in _PATHS:
+            values[name] = Path(value) if value is not None else None
+        else:
+            values[name] = _checked_scalar(fields[name], value, key, source)
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {label}: {exc}") from None
+
+
+def _checked_scalar(f: dataclasses.Field, value: Any, key: str, source: str) -> Any:
+    """Catches type slips such as `port: "1883x"` or `k: 2.5` with the key named."""
+    annotation = str(f.type)
+    if value is None:
+        if "None" not in annotation:
+            raise ConfigError(f"{source}: {key}: must not be null")
+        return None
+    if annotation.startswith("bool"):
+        ok = isinstance(value, bool)
+    elif annotation.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif annotation.startswith("float"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif annotation.startswith("str"):
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{source}: {key}: expected {annotation}, got {value!r}")
+    return value
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> GatewayConfig:
+    """Validates a parsed gateway config; `model_dir` is required."""
+    if not isinstance(raw, dict) or "model_dir" not in raw or raw["model_dir"] is None:
+        raise ConfigError(f"{source}: model_dir: required key is missing")
+    cfg = _build(GatewayConfig, raw, "", source)
+    cfg.source = source
+    cfg.validate()
+    return cfg
+
+
+def load_gateway_config(
+    path: str | Path | None, overrides: dict[str, Any] | None = None
+) -> GatewayConfig:
+    """Reads YAML (or starts empty when path is None) and applies dotted-key overrides.
+
+    `overrides` maps dotted keys to values, e.g. {"broker.host": "10.0.0.2", "model_dir": d},
+    so CLI flags win over the file.
+    """
+    raw: dict[str, Any] = {}
+    source = "<command line>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: gateway config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[leaf] = str(value) if isinstance(value, Path) else value
+    return config_from_dict(raw, source)
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (or 'HOST', port 1883) as given to --broker."""
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "1883")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"--broker {text!r}: expected HOST:PORT") from None
+    if not host or not 0 < number < 65536:
+        raise ConfigError(f"--broker {text!r}: expected HOST:PORT")
+    return host, number

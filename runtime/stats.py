@@ -1,0 +1,126 @@
+"""Service statistics: counters per event/reason and latency percentiles per stage.
+
+Counters are bumped from paho's network thread (bad input, queue drops) and the processing
+loop; latency samples are kept in bounded ring buffers so memory never grows. A snapshot is
+the JSON published on the stats topic, the one log line, and the Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+STAGES = ("receive_to_infer", "infer", "publish", "ack", "reading_to_alert")
+RING = 8_192  # samples kept per stage: the latest ones, so percentiles are recent
+
+
+class Stats:
+    """Thread-safe counters and latency rings; `snapshot()` computes rates since the last one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.latency: dict[str, collections.deque] = {
+            s: collections.deque(maxlen=RING) for s in STAGES
+        }
+        self.gauges: dict[str, float] = {}
+        self.started = time.monotonic()
+        self._last_time = self.started
+        self._last_counts: dict[str, int] = {}
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[name] += n
+
+    def observe(self, stage: str, seconds: float) -> None:
+        self.latency[stage].append(seconds * 1000.0)
+
+    def observe_many(self, stage: str, seconds: np.ndarray) -> None:
+        self.latency[stage].extend((np.asarray(seconds) * 1000.0).tolist())
+
+    def gauge(self, name: str, value: float) -> None:
+        self.gauges[name] = value
+
+    def percentiles(self, stage: str) -> dict[str, float] | None:
+        samples = np.fromiter(self.latency[stage], dtype=np.float64)
+        if samples.size == 0:
+            return None
+        p50, p95, p99 = np.percentile(samples, [50, 95, 99])
+        return {
+            "p50": round(float(p50), 4),
+            "p95": round(float(p95), 4),
+            "p99": round(float(p99), 4),
+            "max": round(float(samples.max()), 4),
+            "n": int(samples.size),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters, per-second rates since the previous snapshot, gauges and latency (ms)."""
+        now = time.monotonic()
+        with self._lock:
+            counts = dict(self.counters)
+        elapsed = max(now - self._last_time, 1e-9)
+        rates = {
+            f"{name}_per_s": round(
+                (counts.get(name, 0) - self._last_counts.get(name, 0)) / elapsed, 2
+            )
+            for name in ("readings", "windows", "messages")
+        }
+        self._last_time, self._last_counts = now, counts
+        return {
+            "time": time.time(),
+            "uptime_s": round(now - self.started, 3),
+            "counters": counts,
+            "rates": rates,
+            "gauges": dict(self.gauges),
+            "latency_ms": {s: self.percentiles(s) for s in STAGES},
+        }
+
+
+def log_line(snap: dict[str, Any]) -> str:
+    """The one-line summary logged every stats interval."""
+    c, r = snap["counters"], snap["rates"]
+    lat = snap["latency_ms"]
+    infer = lat["infer"]
+    e2e = lat["receive_to_infer"]
+    bad = sum(v for k, v in c.items() if k.startswith("invalid_") or k.startswith("dropped_"))
+    return (
+        f"readings/s={r['readings_per_s']:.0f} windows/s={r['windows_per_s']:.0f} "
+        f"alerts={c.get('alerts', 0)} invalid+dropped={bad} "
+        f"queue={snap['gauges'].get('queue', 0):.0f} "
+        f"infer_p99={infer['p99'] if infer else '-'}ms "
+        f"recv_to_infer_p99={e2e['p99'] if e2e else '-'}ms "
+        f"outbox={snap['gauges'].get('outbox_unacked', 0):.0f}"
+    )
+
+
+def start_prometheus(stats: Stats, port: int) -> None:
+    """Serves the stats on http://127.0.0.1:port/metrics (needs prometheus-client)."""
+    from prometheus_client import start_http_server
+    from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+
+    class _Collector:
+        def collect(self):
+            with stats._lock:
+                counts = dict(stats.counters)
+            for name, value in counts.items():
+                yield CounterMetricFamily(f"edgelstm_{name}", f"count of {name}", value=value)
+            for name, value in stats.gauges.items():
+                yield GaugeMetricFamily(f"edgelstm_{name}", f"current {name}", value=value)
+            for stage in STAGES:
+                pct = stats.percentiles(stage)
+                if pct is None:
+                    continue
+                family = GaugeMetricFamily(
+                    f"edgelstm_latency_{stage}_ms", f"{stage} latency (ms)", labels=["quantile"]
+                )
+                for q in ("p50", "p95", "p99", "max"):
+                    family.add_metric([q], pct[q])
+                yield family
+
+    REGISTRY.register(_Collector())
+    start_http_server(port, addr="127.0.0.1")

@@ -1,0 +1,233 @@
+"""Exact streaming windows: per-device open windows, each with its own recurrent state.
+
+Semantics (DESIGN.md, "Streaming semantics"): a device's readings are numbered from its last
+reset; reading n opens a new window when n % hop == 0; every reading advances every open window
+of its device by one step; a window that has taken W steps is closed and yields softmax
+probabilities, identical to the window graph on the same W readings. So at most ceil(W/hop)
+windows are open per device. An out-of-order or gapped timestamp resets the device.
+
+All devices' pending readings are advanced in one backend call per round (rows = (device,
+window) pairs); a device contributes at most one reading per round so its own readings stay in
+order. Recurrent states live in one preallocated pool per state tensor, [L, capacity, H]; a
+window owns a slot, and a round gathers and scatters the slots with one fancy index each.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime.backends.base import StepBackend
+from runtime.manifest import Manifest
+from runtime.parse import Readings, Reason
+
+
+@dataclass
+class WindowResult:
+    """A closed window: its device, first/last reading ts and the class probabilities."""
+
+    device_id: str
+    start_ts: float
+    end_ts: float
+    probs: np.ndarray  # [C]
+    received: float  # time.monotonic() when the closing reading arrived
+    infer_start: float
+    infer_end: float
+
+
+@dataclass
+class _Window:
+    slot: int
+    start_ts: float
+    steps: int = 0
+
+
+@dataclass
+class _Device:
+    pending: collections.deque = field(default_factory=collections.deque)
+    windows: list[_Window] = field(default_factory=list)
+    n: int = 0  # readings since the last reset
+    last_ts: float | None = None
+
+
+class _StatePool:
+    """Recurrent states of every open window, one slot each, grown by doubling."""
+
+    def __init__(self, n_states: int, layers: int, hidden: int, capacity: int = 256) -> None:
+        self.arrays = [np.zeros((layers, capacity, hidden), np.float32) for _ in range(n_states)]
+        self.free = list(range(capacity - 1, -1, -1))
+
+    def take(self) -> int:
+        if not self.free:
+            old = self.arrays[0].shape[1]
+            self.arrays = [np.concatenate([a, np.zeros_like(a)], axis=1) for a in self.arrays]
+            self.free = list(range(2 * old - 1, old - 1, -1))
+        slot = self.free.pop()
+        for a in self.arrays:
+            a[:, slot, :] = 0.0
+        return slot
+
+    def give(self, slot: int) -> None:
+        self.free.append(slot)
+
+    @property
+    def in_use(self) -> int:
+        return self.arrays[0].shape[1] - len(self.free)
+
+
+def compatible(a: Manifest, b: Manifest) -> bool:
+    """True when b's step graph can continue a's open windows (same features and state shapes)."""
+    keys = ("features", "window", "hop", "cell", "layers", "hidden_size")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
+class StreamEngine:
+    """Owns every device's windows and turns queued readings into closed windows."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        max_gap_s: float,
+        device_queue: int,
+        max_batch: int,
+        count: Callable[[str, int], None],
+    ) -> None:
+        self.window = manifest.window
+        self.hop = manifest.hop
+        self.max_gap_s = max_gap_s
+        self.device_queue = device_queue
+        self.max_batch = max(max_batch, manifest.max_open_windows)
+        self.count = count
+        self.set_normalization(manifest)
+        self.pool = _StatePool(len(manifest.state_names), manifest.layers, manifest.hidden_size)
+        self.devices: dict[str, _Device] = {}
+        self.ready: collections.deque[str] = collections.deque()  # devices with pending readings
+        self.pending_readings = 0
+
+    def set_normalization(self, manifest: Manifest) -> None:
+        self.mean = np.asarray(manifest.norm_mean, dtype=np.float32)
+        self.std = np.asarray(manifest.norm_std, dtype=np.float32)
+
+    @property
+    def open_windows(self) -> int:
+        return self.pool.in_use
+
+    def add(self, device_id: str, readings: Readings, received: float) -> None:
+        """Queues a message's readings for its device (dropping, counted, past the bound)."""
+        dev = self.devices.get(device_id)
+        if dev is None:
+            dev = self.devices[device_id] = _Device()
+        room = self.device_queue - len(dev.pending)
+        n = len(readings)
+        if n > room:
+            self.count(Reason.DEVICE_QUEUE_FULL.counter, n - max(room, 0))
+            n = max(room, 0)
+        if n == 0:
+            return
+        if not dev.pending:
+            self.ready.append(device_id)
+        for i in range(n):
+            dev.pending.append((float(readings.ts[i]), readings.values[i], received))
+        self.pending_readings += n
+
+    def move_pending(self, other: StreamEngine) -> int:
+        """Hands every queued, not yet stepped reading to `other` (a reload that resets state)."""
+        moved = 0
+        for device_id in self.ready:
+            dev = self.devices[device_id]
+            for ts, raw, received in dev.pending:
+                other.add(device_id, Readings(np.array([ts]), raw[None, :]), received)
+            moved += len(dev.pending)
+            self.pending_readings -= len(dev.pending)
+            dev.pending.clear()
+        self.ready.clear()
+        return moved
+
+    def _reset(self, dev: _Device) -> None:
+        for w in dev.windows:
+            self.pool.give(w.slot)
+        dev.windows.clear()
+        dev.n = 0
+
+    def step_round(self, backend: StepBackend) -> tuple[list[WindowResult], int]:
+        """Advances up to max_batch rows by one reading each; returns closed windows and rows."""
+        rows_slot: list[int] = []
+        rows_reading: list[int] = []
+        values: list[np.ndarray] = []
+        taken: list[tuple[str, _Device, float, float]] = []
+        budget = self.max_batch
+        for _ in range(len(self.ready)):
+            device_id = self.ready[0]
+            dev = self.devices[device_id]
+            need = len(dev.windows) + (1 if dev.n % self.hop == 0 else 0)
+            if need > budget and rows_slot:
+                break
+            self.ready.popleft()
+            ts, raw, received = dev.pending.popleft()
+            self.pending_readings -= 1
+            if dev.pending:
+                self.ready.append(device_id)
+            if dev.last_ts is not None:
+                if ts <= dev.last_ts:
+                    self.count(Reason.OUT_OF_ORDER.counter, 1)
+                    self._reset(dev)
+                elif ts - dev.last_ts > self.max_gap_s:
+                    self.count(Reason.GAP.counter, 1)
+                    self._reset(dev)
+            dev.last_ts = ts
+            if dev.n % self.hop == 0:
+                dev.windows.append(_Window(self.pool.take(), ts))
+            dev.n += 1
+            index = len(values)
+            values.append(raw)
+            for w in dev.windows:
+                rows_slot.append(w.slot)
+                rows_reading.append(index)
+            taken.append((device_id, dev, ts, received))
+            budget -= len(dev.windows)
+            if budget <= 0:
+                break
+        if not rows_slot:
+            return [], 0
+        x_readings = (np.stack(values) - self.mean) / self.std
+        idx = np.asarray(rows_slot, dtype=np.intp)
+        x = np.ascontiguousarray(x_readings[np.asarray(rows_reading, dtype=np.intp)])
+        state = tuple(np.ascontiguousarray(a[:, idx, :]) for a in self.pool.arrays)
+        infer_start = time.monotonic()
+        logits, new_state = backend.step(x, state)
+        infer_end = time.monotonic()
+        for a, s in zip(self.pool.arrays, new_state, strict=True):
+            a[:, idx, :] = s
+        return self._close(taken, logits, infer_start, infer_end), len(rows_slot)
+
+    def _close(
+        self, taken: list, logits: np.ndarray, infer_start: float, infer_end: float
+    ) -> list[WindowResult]:
+        """Counts one step on every advanced window and emits those that reached W steps."""
+        closing_rows: list[int] = []
+        closing: list[tuple[str, _Window, float, float]] = []
+        row = 0
+        for device_id, dev, ts, received in taken:
+            for w in dev.windows:
+                w.steps += 1
+                if w.steps == self.window:
+                    closing_rows.append(row)
+                    closing.append((device_id, w, ts, received))
+                row += 1
+            if dev.windows and dev.windows[0].steps == self.window:
+                self.pool.give(dev.windows.pop(0).slot)
+        if not closing:
+            return []
+        z = logits[np.asarray(closing_rows)].astype(np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        probs = np.exp(z)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return [
+            WindowResult(device_id, w.start_ts, end_ts, probs[i], received, infer_start, infer_end)
+            for i, (device_id, w, end_ts, received) in enumerate(closing)
+        ]

@@ -1,0 +1,131 @@
+"""`distill` on the tiny data: the student learns, the table is complete, logits are cached."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from unittest.mock import patch
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import converters.distill as distill_module
+from converters.comparison import HEADER, load_comparison
+from converters.distill import distill, teacher_soft_targets
+from converters.search import Candidate, pareto_front, search_students
+from edge_lstm.checkpoint import load_checkpoint, read_meta
+from edge_lstm.cli import main
+from edge_lstm.data import prepare_data
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edge_lstm.train_teacher import train_teacher
+
+    return train_teacher(tiny_config, tmp_path_factory.mktemp("teacher"))
+
+
+@pytest.fixture(scope="module")
+def distilled(tiny_config, teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return distill(tiny_config, teacher, tmp_path_factory.mktemp("student"), baseline=True)
+
+
+def test_student_improves_over_its_initial_accuracy(distilled: Path) -> None:
+    meta = read_meta(distilled)
+    assert meta.kind == "student" and meta.name == "student-gru8"
+    before, after = meta.metrics["initial"], meta.metrics
+    assert after["train"]["accuracy"] > before["train"]["accuracy"] + 0.2
+    assert after["val"]["accuracy"] > before["val"]["accuracy"]
+    student = load_checkpoint(distilled)
+    assert student.model.cell == "gru" and student.model.hidden_size == 8
+    baseline = read_meta(distilled / "baseline")
+    assert baseline.name == "student-gru8-hard"
+    assert baseline.metrics["initial"] == meta.metrics["initial"]  # same seed, same start
+    for name in ("training_curve.png", "metrics.json"):
+        assert (distilled / name).is_file() and (distilled / "baseline" / name).is_file()
+
+
+def test_comparison_table_has_every_row_and_column(distilled: Path) -> None:
+    rows = load_comparison(distilled / "comparison.json")
+    assert [r.model for r in rows] == ["teacher", "student-gru8", "student-gru8-hard"]
+    for row in rows:
+        assert row.runtime == "torch" and row.precision == "fp32"
+        assert 0 <= row.macro_f1 <= 1 and 0 <= row.accuracy <= 1
+        assert row.parameters and row.size_bytes > 0
+        assert row.latency_ms_b1 > 0 and row.latency_ms_b256 > row.latency_ms_b1
+    assert rows[0].parameters > rows[1].parameters == rows[2].parameters
+    assert rows[1].macro_f1 == pytest.approx(read_meta(distilled).metrics["test"]["macro_f1"])
+
+    raw = json.loads((distilled / "comparison.json").read_text())
+    assert raw["roles"] == {
+        "teacher": "teacher",
+        "student": "student-gru8",
+        "baseline": "student-gru8-hard",
+    }
+    assert set(raw["summary"]) >= {"student_f1_over_teacher_f1", "kd_minus_hard_macro_f1"}
+    md = (distilled / "comparison.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert table[0] == "| " + " | ".join(HEADER) + " |"
+    assert len(table) == 2 + 3
+    assert all(line.count("|") == len(HEADER) + 1 for line in table)
+
+
+def test_teacher_logits_are_cached_by_weights_and_data(tiny_config, teacher, distilled) -> None:
+    prepared = prepare_data(tiny_config)
+    teacher_ckpt = distill_module.load_teacher(teacher, prepared)
+    cached = np.load(distilled / "teacher_logits.npy")
+    assert cached.shape == (len(prepared.train.y), len(prepared.classes))
+
+    def refuse(*_args):
+        raise AssertionError("teacher logits were recomputed despite a valid cache")
+
+    with patch.object(distill_module, "_teacher_logits_now", refuse):
+        np.testing.assert_array_equal(
+            teacher_soft_targets(teacher_ckpt, prepared, distilled, cache=True), cached
+        )
+    prepared.train.x = prepared.train.x[:-1]  # different data -> different key
+    fresh = teacher_soft_targets(teacher_ckpt, prepared, distilled, cache=True)
+    assert fresh.shape[0] == cached.shape[0] - 1
+    np.testing.assert_allclose(fresh, cached[:-1], atol=1e-5)
+
+
+def test_search_reports_a_pareto_front(tiny_config, teacher, tmp_path) -> None:
+    prepared = prepare_data(tiny_config)
+    soft = teacher_soft_targets(
+        distill_module.load_teacher(teacher, prepared), prepared, tmp_path, cache=False
+    )
+    grid = {"cell": ("gru", "lstm"), "layers": (1,), "hidden_size": (4,)}
+    found = search_students(tiny_config, prepared, soft, tmp_path, teacher_val_f1=0.0, grid=grid)
+    assert [c.name for c in found] == ["student-gru4", "student-lstm4"]
+    assert any(c.pareto for c in found)
+    report = json.loads((tmp_path / "search.json").read_text())
+    assert report["recommended"] in {c.name for c in found if c.pareto}
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "student-lstm4" in (tmp_path / "search.md").read_text()
+
+
+def test_pareto_front_drops_dominated_candidates() -> None:
+    def cand(name: str, f1: float, ms: float) -> Candidate:
+        return Candidate(name, "gru", 1, 8, 100, f1, f1, f1, ms, ms * 10, 1.0)
+
+    cands = [cand("a", 0.9, 1.0), cand("b", 0.95, 2.0), cand("c", 0.9, 3.0), cand("d", 0.8, 0.5)]
+    assert [c.name for c in pareto_front(cands)] == ["d", "a", "b"]
+
+
+def test_cli_refuses_a_student_as_teacher(distilled: Path, tiny_config_path: Path, tmp_path):
+    argv = [
+        "distill",
+        "--teacher",
+        str(distilled),
+        "--config",
+        str(tiny_config_path),
+        "--out",
+        str(tmp_path / "s"),
+    ]
+    with patch.object(sys, "argv", ["edgelstm", *argv]):
+        result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is a student checkpoint" in lines[0], result.output

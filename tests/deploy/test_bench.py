@@ -1,0 +1,79 @@
+"""The benchmark orchestrator: discovery, the clear refusal without a demo, the torch figure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import summarize
+from bench.plots import tradeoff_plot
+from bench.run import benchmark_names, check_runs_dir, run_one
+from edge_lstm.errors import EdgeLstmError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_summarize_is_median_min_max() -> None:
+    assert summarize([3.0, 1.0, 10.0, 2.0]) == {"median": 2.5, "min": 1.0, "max": 10.0, "n": 4}
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_discovers_benchmarks_but_not_helpers() -> None:
+    names = benchmark_names()
+    assert "torch_latency" in names
+    assert not {"run", "plots"} & set(names)
+
+
+def test_refuses_a_runs_dir_without_the_demo(tmp_path: Path) -> None:
+    with pytest.raises(EdgeLstmError, match="run `make demo` first"):
+        check_runs_dir(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--runs", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "make demo" in result.stderr
+
+
+def test_torch_latency_measures_teacher_and_student_in_one_run(tmp_path: Path, tiny_config) -> None:
+    from tests.helpers_deploy import make_tiny_checkpoint
+
+    make_tiny_checkpoint(tmp_path / "teacher", tiny_config, kind="teacher")
+    make_tiny_checkpoint(tmp_path / "student", tiny_config, kind="student")
+    outcome = run_one("torch_latency", tmp_path, quick=True)
+    assert "error" not in outcome, outcome.get("traceback")
+    result = outcome["result"]
+    for batch in ("batch_1", "batch_256"):
+        figures = result[batch]
+        for name in ("teacher_ms", "student_ms", "ratio"):
+            f = figures[name]
+            assert f["n"] == result["rounds"]
+            assert 0 < f["min"] <= f["median"] <= f["max"]
+
+
+def test_a_failing_benchmark_is_recorded_not_raised(tmp_path: Path) -> None:
+    outcome = run_one("torch_latency", tmp_path, quick=True)
+    assert "model.pt is missing" in outcome["error"]
+    assert outcome["seconds"] >= 0
+
+
+def test_tradeoff_plot_skips_rows_without_latency(tmp_path: Path) -> None:
+    rows = [
+        {"model": "teacher", "runtime": "torch", "precision": "fp32", "macro_f1": 0.99,
+         "size_bytes": 2_300_000, "latency_ms_b1": 4.1},
+        {"model": "student", "runtime": "onnxruntime", "precision": "int8-dynamic",
+         "macro_f1": 0.98, "size_bytes": 9_000, "latency_ms_b1": 0.03},
+        {"model": "student", "runtime": "tensorrt", "precision": "fp16", "macro_f1": 0.98,
+         "size_bytes": 40_000, "latency_ms_b1": None},
+    ]  # fmt: skip
+    path = tradeoff_plot(rows, tmp_path / "tradeoff.png", "test")
+    assert path.stat().st_size > 10_000
+    with pytest.raises(ValueError):
+        tradeoff_plot(rows[2:], tmp_path / "none.png", "test")

@@ -1,0 +1,161 @@
+"""`edgelstm evaluate` on checkpoints and ONNX graphs: files written, errors as one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from unittest.mock import patch
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from edge_lstm.checkpoint import read_meta
+from edge_lstm.cli import main
+from edge_lstm.data.normalization import Normalization
+from edge_lstm.errors import EdgeLstmError
+from edge_lstm.evaluate import align_labels, align_windows, evaluate_artifact
+from edge_lstm.predictors import open_predictor
+
+
+def _run(*args: str):
+    """Invokes `edgelstm evaluate ARGS` in-process (sys.argv set as the lazy CLI reads it)."""
+    argv = ["evaluate", *args]
+    with patch.object(sys, "argv", ["edgelstm", *argv]):
+        return CliRunner().invoke(main, argv)
+
+
+def _assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_evaluate_checkpoint_writes_json_and_png(tiny_teacher: Path, tiny_data: Path, tmp_path):
+    out = tmp_path / "eval"
+    result = _run(str(tiny_teacher), "--data", str(tiny_data), "--split", "test", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "macro-F1" in result.output and "kappa" in result.output
+
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["split"] == "test" and report["artifact"]["kind"] == "torch"
+    for key in ("accuracy", "macro_f1", "weighted_f1", "roc_auc_macro"):
+        assert 0.0 <= report[key] <= 1.0
+    assert -1.0 <= report["cohen_kappa"] <= 1.0
+    assert len(report["per_class"]) == len(report["classes"])
+    # the rebuilt test split is the one the teacher was scored on when it was trained
+    trained = read_meta(tiny_teacher).metrics["test"]
+    assert report["macro_f1"] == pytest.approx(trained["macro_f1"], abs=1e-6)
+    assert report["n"] == int(np.sum(report["confusion_matrix"]))
+    assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_defaults_beside_the_artifact(tiny_teacher: Path):
+    result = _run(str(tiny_teacher / "model.pt"), "--split", "val")
+    assert result.exit_code == 0, result.output
+    assert (tiny_teacher / "eval-val" / "metrics.json").is_file()
+    assert (tiny_teacher / "eval-val" / "confusion.png").is_file()
+
+
+def test_onnx_graphs_score_like_the_checkpoint(tiny_student: Path, tiny_deploy: Path, tmp_path):
+    torch_eval = evaluate_artifact(tiny_student, out_dir=tmp_path / "torch")
+    for graph, kind in (("model.onnx", "onnx-window"), ("step.onnx", "onnx-step")):
+        result = evaluate_artifact(tiny_deploy / graph, out_dir=tmp_path / graph)
+        assert result.kind == kind
+        assert result.metrics["confusion_matrix"] == torch_eval.metrics["confusion_matrix"]
+        assert result.metrics["macro_f1"] == pytest.approx(torch_eval.metrics["macro_f1"])
+
+
+def test_step_graph_probabilities_match_torch(tiny_student: Path, tiny_deploy: Path):
+    torch_pred = open_predictor(tiny_student)
+    step_pred = open_predictor(tiny_deploy / "step.onnx")
+    assert step_pred.features == torch_pred.features and step_pred.classes == torch_pred.classes
+    x = np.random.default_rng(0).standard_normal((300, torch_pred.window, 24), np.float32)
+    np.testing.assert_allclose(step_pred.predict_proba(x), torch_pred.predict_proba(x), atol=1e-4)
+
+
+def test_tampered_onnx_is_refused(tiny_deploy: Path, tmp_path):
+    bad = tmp_path / "deploy"
+    bad.mkdir()
+    for f in tiny_deploy.iterdir():
+        if f.is_file():
+            (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "model.onnx").write_bytes((bad / "model.onnx").read_bytes() + b"\0")
+    with pytest.raises(EdgeLstmError, match="sha256"):
+        open_predictor(bad / "model.onnx")
+
+
+def test_missing_path_is_one_line_exit_2(tmp_path):
+    _assert_one_line_error(_run(str(tmp_path / "nope")), "no such file")
+
+
+def test_unknown_suffix_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"x")
+    _assert_one_line_error(_run(str(path)), "unknown artifact type", ".bin")
+
+
+def test_feature_mismatch_is_one_line_exit_2(tiny_teacher: Path, tiny_data: Path, tmp_path):
+    frame = pd.read_parquet(tiny_data).drop(columns=["temp_oil"])
+    data = tmp_path / "fewer.parquet"
+    frame.to_parquet(data)
+    _assert_one_line_error(_run(str(tiny_teacher), "--data", str(data)), "temp_oil")
+
+
+def test_align_windows_reorders_and_renormalizes() -> None:
+    rng = np.random.default_rng(0)
+    raw = rng.normal(3.0, 2.0, size=(5, 4, 3)).astype(np.float32)
+    data_norm = Normalization.fit(raw.reshape(-1, 3))
+    model_features = ["c", "a"]
+    model_norm = Normalization(mean=np.array([1.0, -1.0]), std=np.array([2.0, 0.5]))
+    got = align_windows(
+        data_norm.apply(raw), ["a", "b", "c"], data_norm, model_features, model_norm
+    )
+    np.testing.assert_allclose(got, model_norm.apply(raw[:, :, [2, 0]]), atol=1e-5)
+    same = data_norm.apply(raw)
+    assert align_windows(same, ["a", "b", "c"], data_norm, ["a", "b", "c"], data_norm) is same
+
+
+def test_align_labels_maps_by_name_and_refuses_unknown_classes() -> None:
+    y = np.array([0, 1, 2, 1])
+    got = align_labels(y, ["normal", "x", "y"], ["normal", "y", "x"])
+    assert got.tolist() == [0, 2, 1, 2]
+    with pytest.raises(EdgeLstmError, match="classes the model does not know: y"):
+        align_labels(y, ["normal", "x", "y"], ["normal", "x"])
+
+
+def test_other_data_is_scored_with_the_models_normalization(tiny_teacher: Path, tmp_path):
+    """New data gets its own split statistics; the model must still see its own scaling."""
+    from edge_lstm.simulate import write_dataset
+
+    data = write_dataset(tmp_path / "other.parquet", seed=7, runs_per_class=4, run_length=200)
+    shifted = pd.read_parquet(data)
+    shifted["temp_oil"] += 5.0
+    shifted.to_parquet(data)
+    result = evaluate_artifact(tiny_teacher, data_path=data, out_dir=tmp_path / "eval")
+    assert result.metrics["n"] > 0
+    assert json.loads(result.metrics_path.read_text())["data"] == str(data.resolve())
+
+
+def test_engine_without_tensorrt_is_one_line_exit_2(tiny_deploy: Path, tmp_path):
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here; this checks the message where it is missing")
+    from runtime.manifest import Artifact, Manifest
+
+    folder = tmp_path / "deploy"
+    folder.mkdir()
+    for f in tiny_deploy.iterdir():
+        if f.is_file():
+            (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "step.fp16.engine").write_bytes(b"not really an engine")
+    manifest = Manifest.load(folder)
+    manifest.add_artifact(
+        folder, "step.trt-fp16", Artifact("step.fp16.engine", "step", "fp16", "tensorrt")
+    )
+    manifest.save(folder)
+    _assert_one_line_error(_run(str(folder / "step.fp16.engine")), "TensorRT")
