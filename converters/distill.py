@@ -32,6 +32,7 @@ from edge_lstm.checkpoint import (
 )
 from edge_lstm.config import Config, StudentConfig, TrainConfig, config_to_dict
 from edge_lstm.data import PreparedData, prepare_data
+from edge_lstm.data.normalization import Normalization
 from edge_lstm.evaluate import align_windows
 from edge_lstm.latency import torch_window_latency
 from edge_lstm.metrics import compute_metrics, headline, softmax
@@ -87,6 +88,15 @@ def load_teacher(teacher_dir: Path, prepared: PreparedData) -> LoadedCheckpoint:
             f"{teacher_dir}: teacher windows are {meta.window} steps, the config makes "
             f"{prepared.train.x.shape[1]}; use the teacher's data.window"
         )
+    trained_on = Normalization.from_dict(meta.normalization)
+    if meta.features != prepared.features or not np.allclose(
+        trained_on.mean, prepared.normalization.mean, rtol=1e-4, atol=1e-4
+    ):
+        log.warning(
+            "%s was trained on other data or another split (its normalization differs from "
+            "this config's training split); retrain the teacher on this data for a fair table",
+            teacher_dir,
+        )
     return teacher
 
 
@@ -94,8 +104,6 @@ def _teacher_logits_now(
     teacher: LoadedCheckpoint, prepared: PreparedData, x: np.ndarray
 ) -> np.ndarray:
     """Teacher logits in the data's class order for windows of the data's normalization."""
-    from edge_lstm.data.normalization import Normalization
-
     meta = teacher.meta
     aligned = align_windows(
         x,

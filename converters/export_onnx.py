@@ -234,17 +234,29 @@ def _versions(opset: int) -> dict[str, Any]:
     }
 
 
-def _prepare(cfg: Config, data_path: Path | None, meta: Any) -> Any:
+def prepare_matching_data(cfg: Config, data_path: Path | None, manifest: Manifest) -> Any:
+    """The prepared data, after checking it is what the model was trained on: same features
+    and classes, and the same train-split normalization (else the figures would be wrong)."""
     from edge_lstm.data.prepare import prepare_data
 
     data = prepare_data(cfg, data_path)
-    if list(data.features) != list(meta.features) or list(data.classes) != list(meta.classes):
+    source = data_path or cfg.data.path
+    if list(data.features) != manifest.features or list(data.classes) != manifest.classes:
         raise ConverterError(
-            "the data prepared from the checkpoint's config has other features or classes than "
-            "the checkpoint; pass the data it was trained on (--data)"
+            f"{source} has other features or classes than the model; pass the sensor logs it "
+            "was trained on with --data"
+        )
+    drift = max(
+        float(np.abs(data.normalization.mean - np.asarray(manifest.norm_mean)).max()),
+        float(np.abs(data.normalization.std - np.asarray(manifest.norm_std)).max()),
+    )
+    if drift > 1e-3 * (1 + float(np.abs(manifest.norm_std).max())):
+        raise ConverterError(
+            f"{source} is not the data the model was trained on: its train-split "
+            f"normalization differs by up to {drift:.3g}; pass the training logs with --data"
         )
     if len(data.test.x) == 0:
-        raise ConverterError("the test split has no windows; parity needs real test windows")
+        raise ConverterError(f"{source}: the test split has no windows to check the model on")
     return data
 
 
@@ -364,8 +376,8 @@ def export(
     meta, model = ckpt.meta, ckpt.model
     cfg = cfg or config_from_dict(meta.config, f"{ckpt.path}/model.json")
     opset = cfg.export.opset
-    data = _prepare(cfg, data_path, meta)
     manifest = _new_manifest(meta, ckpt.path, opset)
+    data = prepare_matching_data(cfg, data_path, manifest)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from converters.export_onnx import (
     finish_onnx,
     onnx_metadata,
     op_counts,
+    prepare_matching_data,
     weight_bytes,
 )
 from converters.parity import (
@@ -278,8 +279,6 @@ def quantize(
     more than `tolerance_points` (default quantize.tolerance_points of the config) is moved to
     `<deploy_dir>/rejected/`, left out of the manifest, and reported with ConverterError.
     """
-    from edge_lstm.data.prepare import prepare_data
-
     target = target_for("quantize", mode)
     check_args(
         target,
@@ -291,7 +290,7 @@ def quantize(
     tolerance = cfg.quantize.tolerance_points if tolerance_points is None else tolerance_points
     if tolerance < 0:
         raise ConverterError(f"--tolerance must be >= 0 macro-F1 points, got {tolerance:g}")
-    data = prepare_data(cfg, data_path)
+    data = prepare_matching_data(cfg, data_path, manifest)
     calibration = None
     if target.variant == "static":
         n = calibration_windows or cfg.quantize.calibration_windows

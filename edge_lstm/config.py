@@ -86,6 +86,9 @@ class TrainConfig(_Strict):
     schedule: Literal["plateau", "cosine"] = "plateau"
     patience: int = Field(5, ge=1)
     clip_norm: float = Field(1.0, gt=0)
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="hard-label loss only; keeps validation loss honest"
+    )
     seed: int = 0
     max_minutes: float | None = Field(None, gt=0, description="wall-clock budget")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads")

@@ -79,7 +79,7 @@ def torch_window_latency(
     import torch
 
     if repeats is None:
-        repeats = 30 if batch <= 8 else 10
+        repeats = 100 if batch <= 8 else 10
     x = np.random.default_rng(seed).standard_normal((batch, window, n_features), np.float32)
     tensor = torch.from_numpy(x)
     was_training = model.training

@@ -16,7 +16,8 @@ and standard deviation cannot tell them apart:
 
 The other faults have the mean/variance signatures an engineer would expect (cavitation: suction
 pressure drop, flow fluctuation and acoustic noise; overheating: temperatures ramping; sensor
-drift: one of the field-prone sensors ramping away; stuck sensor: one of them frozen;
+drift: one of the field-prone sensors creeping 3-6 fleet spreads off; stuck sensor: one parked
+flat at a NAMUR NE 43 fault level;
 electrical fault: phase current imbalance with spikes and voltage sags).
 """
 
@@ -86,8 +87,17 @@ _VIB = np.arange(6)
 _TEMPS = np.array([_F[n] for n in ("temp_bearing_de", "temp_bearing_nde", "temp_winding")])
 _HEATING = np.array([*_TEMPS, _F["temp_oil"], _F["temp_casing"]])
 _CURRENTS = np.array([_F["current_a"], _F["current_b"], _F["current_c"]])
-# The sensors that drift or stick in the field (each seen often enough to learn from).
-_SENSOR_FAULT_CHANNELS = np.array([_F[n] for n in ("pressure_outlet", "flow", "voltage")])
+# Field-prone sensors. Drift shows on channels that a physical identity ties to others (outlet
+# = inlet + differential pressure, power = sqrt(3)·V·I·pf, valve position follows the load) and
+# that no process fault moves alone; a stuck 4-20 mA transmitter parks at a fault level outside
+# its live range (low, high).
+_DRIFT_CHANNELS = np.array([_F[n] for n in ("pressure_outlet", "power_kw", "valve_position")])
+_STUCK_RANGES = {
+    _F["flow"]: (0.0, 200.0),
+    _F["voltage"]: (360.0, 440.0),
+    _F["pressure_inlet"]: (0.0, 4.0),
+}
+_STUCK_CHANNELS = np.array(list(_STUCK_RANGES))
 # Phase of each vibration channel (x, y, z at drive end, then non-drive end) in cycles of the
 # tone: radial x/y in quadrature; across the coupling the ends move in phase under imbalance
 # and in anti-phase under misalignment.
@@ -233,8 +243,8 @@ def _apply_fault(
 ) -> None:
     """Adds `fault`'s signature in place to runs x [R, T, F]; `after` [R, T] marks post-onset.
 
-    `spread` [F] is each channel's std over the healthy fleet: a drifting sensor moves ~1 of
-    these per window, so the drift is as visible on a temperature as on a pressure.
+    `spread` [F] is each channel's std over the healthy fleet: a drifting sensor settles 3-6 of
+    these away from the true value within a few windows, still inside its live range.
     """
     r, length, _ = x.shape
     on = after.astype(float)
@@ -259,23 +269,27 @@ def _apply_fault(
         x[:, :, _VIB] += on[:, :, None] * 0.3 * rng.standard_normal((r, length, 6))
     elif fault == "overheating":
         rise = rng.uniform(30.0, 45.0, (r, 1))
-        tau = rng.uniform(300.0, 450.0, (r, 1))
+        tau = rng.uniform(120.0, 250.0, (r, 1))
         ramp = rise * (1.0 - np.exp(-elapsed / tau))
         gains = np.array([1.0, 0.8, 1.3, 0.7, 0.4])
         x[:, :, _HEATING] += ramp[:, :, None] * gains
         x[:, :, _F["current_a"]] += 0.02 * ramp
         x[:, :, _F["power_factor"]] -= 0.0015 * ramp
     elif fault == "sensor_drift":
-        channel = rng.choice(_SENSOR_FAULT_CHANNELS, r)
+        channel = rng.choice(_DRIFT_CHANNELS, r)
         sign = rng.choice([-1.0, 1.0], (r, 1))
-        rate = rng.uniform(0.015, 0.03, (r, 1)) * spread[channel][:, None]
-        x[np.arange(r), :, channel] += sign * rate * elapsed
+        offset = rng.uniform(3.0, 6.0, (r, 1)) * spread[channel][:, None]
+        tau = rng.uniform(25.0, 60.0, (r, 1))
+        x[np.arange(r), :, channel] += sign * offset * (1.0 - np.exp(-elapsed / tau))
     elif fault == "stuck_sensor":
-        channel = rng.choice(_SENSOR_FAULT_CHANNELS, r)
-        onset = np.argmax(after, axis=1)
+        channel = rng.choice(_STUCK_CHANNELS, r)
         runs = np.arange(r)
-        frozen = x[runs, onset, channel]
-        x[runs, :, channel] = np.where(after, frozen[:, None], x[runs, :, channel])
+        # NAMUR NE 43: a failed 4-20 mA loop parks below or above the live range, where the
+        # channel then sits flat (no noise) until the transmitter is replaced.
+        low, high = np.array([_STUCK_RANGES[c] for c in channel]).T
+        span = high - low
+        rail = np.where(rng.random(r) < 0.5, low - 0.06 * span, high + 0.06 * span)
+        x[runs, :, channel] = np.where(after, rail[:, None], x[runs, :, channel])
     elif fault == "electrical_fault":
         sev = rng.uniform(0.8, 1.3, (r, 1))
         phases = np.stack([rng.permutation(3) for _ in range(r)])

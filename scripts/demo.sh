@@ -77,7 +77,7 @@ EOF
 }
 
 stage "simulate" "$RUNS/data/sensors.parquet" \
-    "$EL" simulate --out "$RUNS/data/sensors.parquet"
+    "$EL" simulate --out "$RUNS/data/sensors.parquet" --runs-per-class 30
 stage "train-teacher" "$RUNS/teacher/model.pt" \
     "$EL" train-teacher --config "$CONFIG" --out "$RUNS/teacher"
 stage "evaluate teacher" "$RUNS/teacher/eval-test/metrics.json" \

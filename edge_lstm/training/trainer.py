@@ -89,7 +89,7 @@ def fit(
     weights = None
     if class_weights is not None:
         weights = torch.as_tensor(class_weights, dtype=torch.float32, device=ctx.device)
-    criterion = loss_fn or _cross_entropy(weights)
+    criterion = loss_fn or _cross_entropy(weights, cfg.label_smoothing)
     wrapped = _wrap(model, ctx)
     loader, sampler = _train_loader(train, cfg, soft_targets, balanced_sampler, ctx)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -163,9 +163,9 @@ def fit(
     )
 
 
-def _cross_entropy(weights: Tensor | None) -> LossFn:
+def _cross_entropy(weights: Tensor | None, label_smoothing: float) -> LossFn:
     def loss(logits: Tensor, y: Tensor, _soft: Tensor | None) -> Tensor:
-        return F.cross_entropy(logits, y, weight=weights)
+        return F.cross_entropy(logits, y, weight=weights, label_smoothing=label_smoothing)
 
     return loss
 

@@ -141,3 +141,14 @@ def test_missing_checkpoint_is_a_user_error(tmp_path: Path) -> None:
     result = run_cli("export", str(tmp_path / "nope"), "--out", str(tmp_path / "d"))
     assert result.exit_code == 2
     assert result.output.startswith("error: ")
+
+
+def test_export_refuses_data_the_model_was_not_trained_on(
+    gru_checkpoint: Path, tmp_path: Path
+) -> None:
+    from edge_lstm.simulate import write_dataset
+
+    other = write_dataset(tmp_path / "other.parquet", seed=7, runs_per_class=4, run_length=200)
+    with pytest.raises(ConverterError, match="not the data the model was trained on"):
+        export(gru_checkpoint, tmp_path / "deploy", data_path=other)
+    assert not (tmp_path / "deploy").exists()

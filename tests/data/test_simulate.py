@@ -58,7 +58,7 @@ def test_temporal_faults_are_invisible_to_the_meanstd_baseline(tmp_path):
     others = (y != 0) & ~temporal
     temporal_acc = (pred[temporal] == y[temporal]).mean()
     other_acc = (pred[others] == y[others]).mean()
-    assert temporal_acc < 0.6 and other_acc - temporal_acc > 0.3
+    assert temporal_acc < 0.6 and other_acc - temporal_acc > 0.2
     # the temporal faults move the same channels by the same amount: per-window vibration
     # std has the same distribution for the three, far from normal
     train = data.split("train")
