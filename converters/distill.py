@@ -22,6 +22,7 @@ from torch import nn
 
 from converters.comparison import ComparisonRow, reset_comparison, update_comparison
 from converters.errors import ConverterError
+from converters.evaluate import align_windows
 from converters.kd_loss import make_kd_loss_fn
 from edge_lstm.checkpoint import (
     WEIGHTS_FILE,
@@ -33,7 +34,6 @@ from edge_lstm.checkpoint import (
 from edge_lstm.config import Config, StudentConfig, TrainConfig, config_to_dict
 from edge_lstm.data import PreparedData, prepare_data
 from edge_lstm.data.normalization import Normalization
-from edge_lstm.evaluate import align_windows
 from edge_lstm.latency import torch_window_latency
 from edge_lstm.metrics import compute_metrics, headline, softmax
 from edge_lstm.models import build_from_model_config, count_parameters

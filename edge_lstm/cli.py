@@ -75,7 +75,6 @@ class LazyGroup(click.Group):
             ctx.exit(2)
 
 
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgelstm")
 @click.option("-v", "--verbose", count=True, help="Debug logging.")

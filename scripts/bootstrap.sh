@@ -34,4 +34,12 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install -q -e ".[train,runtime,dev]"
     touch "$STAMP"
 fi
+
+# No system broker (no apt, not root): the demo falls back to an embedded pure-Python broker.
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    "$VENV/bin/python" -c "import amqtt" 2>/dev/null || {
+        echo "==> installing the embedded amqtt broker (no mosquitto on this machine)"
+        "$VENV/bin/python" -m pip install -q "amqtt==0.12.1"
+    }
+fi
 echo "==> environment ready: $VENV/bin/edgelstm"

@@ -45,3 +45,12 @@ def tiny_config(tiny_config_path: Path):
     from edge_lstm.config import load_config
 
     return load_config(tiny_config_path)
+
+
+def run_cli(*argv: str):
+    """Invokes `edgelstm ARGV` in-process and returns click's Result (output, exit_code)."""
+    from click.testing import CliRunner
+
+    from edge_lstm.cli import main
+
+    return CliRunner().invoke(main, list(argv))

@@ -49,7 +49,7 @@ def evaluate(
     Prints accuracy, macro/weighted F1, Cohen's kappa, ROC-AUC and per-class figures, and writes
     metrics.json and confusion.png.
     """
-    from edge_lstm.evaluate import evaluate_artifact
+    from converters.evaluate import evaluate_artifact
     from edge_lstm.metrics import summary_lines
 
     result = evaluate_artifact(

@@ -6,12 +6,9 @@ Fixtures named `*_deploy` are shared: tests that modify a folder copy it first (
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
-from unittest.mock import patch
 
 import pytest
-from click.testing import CliRunner
 
 from tests.helpers_deploy import make_tiny_checkpoint
 
@@ -88,11 +85,3 @@ def copy_deploy(tmp_path: Path):
         return Path(shutil.copytree(src, tmp_path / src.name))
 
     return copy
-
-
-def run_cli(*argv: str):
-    """Invokes `edgelstm ARGV` in-process (sys.argv set, as the lazy CLI reads it)."""
-    from edge_lstm.cli import main
-
-    with patch.object(sys, "argv", ["edgelstm", *argv]):
-        return CliRunner().invoke(main, list(argv))

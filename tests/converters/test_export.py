@@ -15,7 +15,7 @@ from converters.export_onnx import LOOP_OPS, export, op_counts
 from converters.parity import StepGraph, ort_session, step_graph_logits, window_logits
 from runtime.errors import ManifestError
 from runtime.manifest import Manifest
-from tests.converters.conftest import run_cli
+from tests.conftest import run_cli
 
 
 def _metadata(path: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ import torch
 from converters.export_onnx import export, op_counts
 from converters.quantize import quantize
 from runtime.manifest import Manifest
-from tests.converters.conftest import run_cli
+from tests.conftest import run_cli
 
 
 def test_dynamic_int8_is_smaller_and_agrees(wide_gru_checkpoint: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from converters.parity import StepGraph, ort_session, step_graph_logits
 from runtime.backends.cuda_helpers import DeviceFacts, mismatch
 from runtime.errors import BackendError
 from runtime.manifest import Manifest
-from tests.converters.conftest import run_cli
+from tests.conftest import run_cli
 
 
 def _gpu_missing() -> str | None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
 from edge_lstm.baseline import fit_meanstd_baseline, meanstd_features
-from edge_lstm.cli import main
 from edge_lstm.config import load_config
 from edge_lstm.data import prepare_data
 from edge_lstm.simulate import CLASS_NAMES, FEATURE_NAMES, TEMPORAL_CLASSES, generate
-from tests.conftest import write_config
+from tests.conftest import run_cli, write_config
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +66,10 @@ def test_temporal_faults_are_invisible_to_the_meanstd_baseline(tmp_path):
     assert min(medians) > 3 * np.median(vib_std[train.y == 0])
 
 
-def _invoke(monkeypatch: pytest.MonkeyPatch, args: list[str]):
-    """Runs the CLI as `edgelstm ARGS` (the lazy group looks at sys.argv to spot root --help)."""
-    monkeypatch.setattr("sys.argv", ["edgelstm", *args])
-    return CliRunner().invoke(main, args)
-
-
-def test_cli_simulate_writes_a_readable_file(tmp_path, monkeypatch):
+def test_cli_simulate_writes_a_readable_file(tmp_path):
     out = tmp_path / "demo" / "sensors.csv"
     args = ["simulate", "--out", str(out), "--seed", "3", "--runs-per-class", "2"]
-    result = _invoke(monkeypatch, [*args, "--run-length", "50"])
+    result = run_cli(*args, "--run-length", "50")
     assert result.exit_code == 0, result.output
     assert f"wrote {out}: 900 readings, 18 runs" in result.output
     written = pd.read_csv(out)
@@ -86,7 +78,7 @@ def test_cli_simulate_writes_a_readable_file(tmp_path, monkeypatch):
     assert (written.label == expected.label).all()
 
 
-def test_cli_simulate_refuses_an_unknown_suffix(tmp_path, monkeypatch):
-    result = _invoke(monkeypatch, ["simulate", "--out", str(tmp_path / "d.xlsx")])
+def test_cli_simulate_refuses_an_unknown_suffix(tmp_path):
+    result = run_cli("simulate", "--out", str(tmp_path / "d.xlsx"))
     assert result.exit_code == 2
     assert "unsupported suffix '.xlsx'" in result.output

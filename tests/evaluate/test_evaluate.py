@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
-from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
+from converters.evaluate import align_labels, align_windows, evaluate_artifact
+from converters.predictors import open_predictor
 from edge_lstm.checkpoint import read_meta
-from edge_lstm.cli import main
 from edge_lstm.data.normalization import Normalization
 from edge_lstm.errors import EdgeLstmError
-from edge_lstm.evaluate import align_labels, align_windows, evaluate_artifact
-from edge_lstm.predictors import open_predictor
+from tests.conftest import run_cli
 
 
 def _run(*args: str):
-    """Invokes `edgelstm evaluate ARGS` in-process (sys.argv set as the lazy CLI reads it)."""
-    argv = ["evaluate", *args]
-    with patch.object(sys, "argv", ["edgelstm", *argv]):
-        return CliRunner().invoke(main, argv)
+    """Invokes `edgelstm evaluate ARGS` in-process."""
+    return run_cli("evaluate", *args)
 
 
 def _assert_one_line_error(result, *fragments: str) -> None:

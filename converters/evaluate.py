@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from converters.predictors import Predictor, open_predictor
 from edge_lstm.config import Config, config_from_dict, load_config
 from edge_lstm.data.normalization import Normalization
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.metrics import compute_metrics, plot_confusion
-from edge_lstm.predictors import Predictor, open_predictor
 
 log = logging.getLogger(__name__)
 
