@@ -28,12 +28,12 @@ from converters.parity import (
     compare_logits,
     graph_latency,
     ort_session,
-    softmax,
     step_graph_logits,
     torch_logits,
     window_logits,
 )
 from edge_lstm.config import Config, config_from_dict
+from edge_lstm.metrics import softmax
 from runtime.errors import ManifestError
 from runtime.manifest import (
     LOGITS,

@@ -112,12 +112,6 @@ def graph_latency(path: Path, manifest: Manifest, kind: str, x: np.ndarray) -> d
     return result
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def torch_logits(model: Any, x: np.ndarray) -> np.ndarray:
     """Reference logits of the PyTorch model (eval mode, no grad) for x[N, W, F]."""
     import torch

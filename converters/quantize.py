@@ -34,7 +34,6 @@ from converters.parity import (
     StepGraph,
     graph_latency,
     ort_session,
-    softmax,
     step_graph_logits,
     window_logits,
 )
@@ -170,7 +169,7 @@ def _evaluate(
     manifest: Manifest, kind: str, fp32: Path, int8: Path, test_x: np.ndarray, test_y: np.ndarray
 ) -> dict[str, Any]:
     """Size, macro-F1, argmax agreement and latency of the int8 graph next to its fp32 source."""
-    from edge_lstm.metrics import compute_metrics
+    from edge_lstm.metrics import compute_metrics, softmax
 
     before, after = op_counts(fp32), op_counts(int8)
     ref = _logits(fp32, kind, manifest, test_x)

@@ -10,10 +10,10 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from edge_lstm.checkpoint import CheckpointMeta, save_checkpoint
 from edge_lstm.config import Config, config_to_dict
+from edge_lstm.metrics import compute_metrics, headline
 from edge_lstm.models import build_model, count_parameters
 from edge_lstm.training import fit, plot_history, predict_proba, seed_everything
 from edge_lstm.training.distributed import is_main_process
@@ -22,19 +22,12 @@ log = logging.getLogger(__name__)
 
 CURVE_FILE = "training_curve.png"
 METRICS_FILE = "metrics.json"
-HEADLINE_KEYS = ("accuracy", "macro_f1", "weighted_f1", "cohen_kappa", "roc_auc_macro")
-
-
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The scalar figures of a compute_metrics result (what goes into model.json)."""
-    return {k: metrics[k] for k in HEADLINE_KEYS if k in metrics}
 
 
 def train_teacher(cfg: Config, out_dir: Path) -> Path:
     """Trains the teacher on cfg.data and writes the checkpoint and reports into `out_dir`."""
     from edge_lstm.baseline import fit_meanstd_baseline
     from edge_lstm.data.prepare import prepare_data
-    from edge_lstm.metrics import compute_metrics
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
