@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_lstm.report import (
+from converters.report import (
     RunDetection,
     RunTruth,
     agreement,
@@ -135,9 +135,9 @@ def test_live_stage_and_report_agree_with_offline(
 ) -> None:
     """Serve over a real broker, replay the test runs, then the report: the live results must
     equal the offline evaluation of the same file on the same windows."""
-    from edge_lstm.demo_live import run_live
+    from converters.demo_live import run_live
+    from converters.report import write_report
     from edge_lstm.local_broker import find_mosquitto
-    from edge_lstm.report import write_report
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")

@@ -1,7 +1,7 @@
 """The demo's live stage: a broker, `edgelstm serve` on the int8 student, `edgelstm replay` of
 the held-out test runs, and a recorder writing what the gateway published to runs/demo/live/.
 
-`python -m edge_lstm.demo_live --runs runs/demo --config configs/demo.yaml` (scripts/demo.sh
+`python -m converters.demo_live --runs runs/demo --config configs/demo.yaml` (scripts/demo.sh
 calls it). `edgelstm report` reads the recordings.
 """
 
@@ -25,6 +25,7 @@ import click
 import paho.mqtt.client as mqtt
 import yaml
 
+from converters.report import gateway_latency
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.local_broker import LocalBroker
 
@@ -287,13 +288,12 @@ def _print_summary(summary: dict[str, Any], live: Path) -> None:
             )
     stats = (live / "stats.jsonl").read_text().splitlines()
     if stats:
-        latency = json.loads(stats[-1])["payload"]["latency_ms"]
+        latency = gateway_latency(json.loads(stats[-1])["payload"]["latency_ms"])
         for stage, figures in latency.items():
-            if figures:
-                click.echo(
-                    f"  {stage:>17}: p50 {figures['p50']:.3f} ms  p99 {figures['p99']:.3f} ms  "
-                    f"max {figures['max']:.3f} ms  (n={figures['n']})"
-                )
+            click.echo(
+                f"  {stage:>17}: p50 {figures['p50']:.3f} ms  p99 {figures['p99']:.3f} ms  "
+                f"max {figures['max']:.3f} ms  (n={figures['n']})"
+            )
 
 
 @click.command()
