@@ -57,7 +57,7 @@ class Service:
         )
         self.inbox: collections.deque = collections.deque()
         self.wakeup = threading.Event()
-        self.link = MqttLink(cfg, self._on_payload)
+        self.link = MqttLink(cfg, self._on_payload, on_ack=self.wakeup.set)
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()

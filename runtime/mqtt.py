@@ -41,9 +41,11 @@ class MqttLink:
         self,
         cfg: GatewayConfig,
         on_payload: Callable[[str, bytes, float], None],
+        on_ack: Callable[[], None] = lambda: None,
     ) -> None:
         self.cfg = cfg
         self.on_payload = on_payload
+        self.on_ack = on_ack  # wakes the processing loop so a PUBACK is settled at once
         self.acks: collections.deque[int] = collections.deque()
         self.connected = threading.Event()
         self.connects = 0
@@ -140,6 +142,7 @@ class MqttLink:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self.acks.append(mid)
+        self.on_ack()
 
     def _on_message(self, client, userdata, message) -> None:
         levels = message.topic.split("/")
