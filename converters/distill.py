@@ -26,12 +26,12 @@ from converters.evaluate import align_windows
 from converters.kd_loss import make_kd_loss_fn
 from edge_lstm.checkpoint import (
     WEIGHTS_FILE,
-    CheckpointMeta,
     LoadedCheckpoint,
     load_checkpoint,
+    meta_for,
     save_checkpoint,
 )
-from edge_lstm.config import Config, StudentConfig, TrainConfig, config_to_dict
+from edge_lstm.config import Config, StudentConfig, TrainConfig
 from edge_lstm.data import PreparedData, prepare_data
 from edge_lstm.data.normalization import Normalization
 from edge_lstm.latency import torch_window_latency
@@ -204,26 +204,13 @@ def _save_student(
     name: str,
     training_info: dict[str, Any],
 ) -> Path:
-    meta = CheckpointMeta(
-        kind="student",
-        model_config=run.student_cfg.model_dump(mode="json"),
-        features=list(prepared.features),
-        classes=list(prepared.classes),
-        normalization=prepared.normalization.to_dict(),
-        window=cfg.data.window,
-        hop=cfg.data.stride,
-        sample_period_s=float(prepared.sample_period_s),
-        config=config_to_dict(cfg),
-        metrics={
-            "test": headline(run.test),
-            "val": headline(run.val),
-            "train": headline(run.train),
-            "initial": run.initial,
-        },
-        n_parameters=count_parameters(run.model),
-        name=name,
-        version=time.strftime("%Y%m%d-%H%M%S", time.gmtime()),
-    )
+    metrics = {
+        "test": headline(run.test),
+        "val": headline(run.val),
+        "train": headline(run.train),
+        "initial": run.initial,
+    }
+    meta = meta_for("student", run.model, run.student_cfg, cfg, prepared, metrics, name)
     save_checkpoint(out_dir, run.model, meta)
     plot_history(run.result.history, out_dir / CURVE_FILE, title=name)
     report = {

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from edge_lstm.config import Config, StudentConfig, TeacherConfig, config_to_dict
 from edge_lstm.errors import CheckpointError
 from edge_lstm.models import MODEL_KINDS, build_from_model_config, count_parameters
+
+if TYPE_CHECKING:
+    from edge_lstm.data import PreparedData
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,33 @@ class CheckpointMeta:
     n_parameters: int
     name: str
     version: str
+
+
+def meta_for(
+    kind: str,
+    model: nn.Module,
+    model_config: TeacherConfig | StudentConfig,
+    cfg: Config,
+    data: PreparedData,
+    metrics: dict[str, Any],
+    name: str,
+) -> CheckpointMeta:
+    """The meta of a model just trained on `data` under `cfg`, versioned by the UTC time."""
+    return CheckpointMeta(
+        kind=kind,
+        model_config=model_config.model_dump(mode="json"),
+        features=list(data.features),
+        classes=list(data.classes),
+        normalization=data.normalization.to_dict(),
+        window=cfg.data.window,
+        hop=cfg.data.stride,
+        sample_period_s=float(data.sample_period_s),
+        config=config_to_dict(cfg),
+        metrics=metrics,
+        n_parameters=count_parameters(model),
+        name=name,
+        version=time.strftime("%Y%m%d-%H%M%S", time.gmtime()),
+    )
 
 
 @dataclass

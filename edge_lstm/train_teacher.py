@@ -11,8 +11,8 @@ import logging
 import time
 from pathlib import Path
 
-from edge_lstm.checkpoint import CheckpointMeta, save_checkpoint
-from edge_lstm.config import Config, config_to_dict
+from edge_lstm.checkpoint import meta_for, save_checkpoint
+from edge_lstm.config import Config
 from edge_lstm.metrics import compute_metrics, headline
 from edge_lstm.models import build_model, count_parameters
 from edge_lstm.training import fit, plot_history, predict_proba, seed_everything
@@ -64,20 +64,14 @@ def train_teacher(cfg: Config, out_dir: Path) -> Path:
         fit_meanstd_baseline(data, split="test"), data.test.y, data.classes
     )
     minutes = (time.perf_counter() - started) / 60
-    meta = CheckpointMeta(
-        kind="teacher",
-        model_config=cfg.teacher.model_dump(mode="json"),
-        features=list(data.features),
-        classes=list(data.classes),
-        normalization=data.normalization.to_dict(),
-        window=cfg.data.window,
-        hop=cfg.data.stride,
-        sample_period_s=float(data.sample_period_s),
-        config=config_to_dict(cfg),
-        metrics={"test": headline(test_metrics), "val": headline(val_metrics)},
-        n_parameters=n_params,
+    meta = meta_for(
+        "teacher",
+        model,
+        cfg.teacher,
+        cfg,
+        data,
+        {"test": headline(test_metrics), "val": headline(val_metrics)},
         name="teacher",
-        version=time.strftime("%Y%m%d-%H%M%S", time.gmtime()),
     )
     save_checkpoint(out_dir, model, meta)
     plot_history(result.history, out_dir / CURVE_FILE, title="teacher")
