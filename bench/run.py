@@ -24,6 +24,7 @@ import click
 
 import bench
 from bench.plots import tradeoff_plot
+from edge_lstm.commands.options import runs_dir_option
 from edge_lstm.errors import EdgeLstmError
 
 log = logging.getLogger(__name__)
@@ -132,13 +133,7 @@ def main_for(name: str) -> None:
     """`python -m bench.<name> [--runs DIR] [--quick]`: one benchmark -> bench/<name>.json."""
 
     @click.command(name=name)
-    @click.option(
-        "--runs",
-        "runs_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("runs/demo"),
-        show_default=True,
-    )
+    @runs_dir_option
     @click.option("--quick", is_flag=True, help="Fewer repeats (a smoke test, not a figure).")
     def command(runs_dir: Path, quick: bool) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -158,13 +153,7 @@ def main_for(name: str) -> None:
 
 
 @click.command()
-@click.option(
-    "--runs",
-    "runs_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs/demo"),
-    show_default=True,
-)
+@runs_dir_option
 @click.option("--quick", is_flag=True, help="Fewer repeats (a smoke test, not a figure).")
 @click.option("--only", multiple=True, help="Run only this benchmark (repeatable).")
 def main(runs_dir: Path, quick: bool, only: tuple[str, ...]) -> None:

@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from converters.report import gateway_latency
+from edge_lstm.commands.options import runs_dir_option
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.local_broker import LocalBroker
 
@@ -297,13 +298,7 @@ def _print_summary(summary: dict[str, Any], live: Path) -> None:
 
 
 @click.command()
-@click.option(
-    "--runs",
-    "runs_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs/demo"),
-    show_default=True,
-)
+@runs_dir_option
 @click.option(
     "--config",
     "config_path",

@@ -12,20 +12,14 @@ from pathlib import Path
 
 import click
 
+from edge_lstm.commands.options import runs_dir_option
 from edge_lstm.errors import EdgeLstmError
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 @click.command("bench")
-@click.option(
-    "--runs",
-    "runs_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs/demo"),
-    show_default=True,
-    help="Runs folder of `make demo` whose models are measured.",
-)
+@runs_dir_option
 @click.option("--quick", is_flag=True, help="Fewer repeats (a smoke test, not a figure).")
 @click.option("--only", multiple=True, help="Run only this benchmark (repeatable).")
 def bench(runs_dir: Path, quick: bool, only: tuple[str, ...]) -> None:
