@@ -29,9 +29,17 @@ ONLINE = b"online"
 OFFLINE = b"offline"
 
 
+def topic_levels(pattern: str) -> list[str]:
+    """Levels of the topics a subscription pattern matches: an MQTT v5 shared subscription
+    (`$share/<group>/sensors/+/data`, for several workers on one stream) delivers messages on
+    the plain topic, so its two-level prefix is not part of them."""
+    levels = pattern.split("/")
+    return levels[2:] if levels[0] == "$share" else levels
+
+
 def device_id_position(pattern: str) -> int:
-    """Index of the '+' level in the sensor topic pattern (the device id)."""
-    return pattern.split("/").index("+")
+    """Index of the '+' level (the device id) in the topics the sensor pattern matches."""
+    return topic_levels(pattern).index("+")
 
 
 class MqttLink:
@@ -51,7 +59,7 @@ class MqttLink:
         self.connects = 0
         self.status_topic = cfg.topic(cfg.topics.status)
         self._device_pos = device_id_position(cfg.topics.sensors)
-        self._levels = len(cfg.topics.sensors.split("/"))
+        self._levels = len(topic_levels(cfg.topics.sensors))
         b = cfg.broker
         v5 = b.protocol == 5
         self.client = mqtt.Client(

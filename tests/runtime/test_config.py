@@ -67,3 +67,11 @@ def test_serve_reports_a_bad_model_dir_in_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "manifest.json not found" in result.stderr
+
+
+def test_shared_subscription_prefix_is_not_part_of_the_device_topic() -> None:
+    from runtime.mqtt import device_id_position, topic_levels
+
+    assert device_id_position("sensors/+/data") == 1
+    assert topic_levels("$share/gw/sensors/+/data") == ["sensors", "+", "data"]
+    assert device_id_position("$share/gw/sensors/+/data") == 1

@@ -176,3 +176,31 @@ def test_reload_to_another_cell_resets_windows_and_serves_the_new_model(
         assert np.abs(np.asarray(windows[key]["probs"]) - probs).max() <= 1e-4
         assert windows[key]["model"].startswith("student-lstm")
     assert "reset all windows" in caplog.text
+
+
+def test_shared_subscription_serves_every_window(broker, deploy_dir, tiny_data, tmp_path) -> None:
+    """A worker of an MQTT v5 shared subscription ($share/<group>/...) sees every device."""
+    deploy = deploy_dir("gru", None)
+    manifest = Manifest.load(deploy)
+    runs = select_runs(tiny_data, manifest, count=2, length=60)
+    reference = offline_windows(deploy, runs)
+    config = gateway_config(
+        tmp_path / "gw.yaml",
+        deploy,
+        broker.host,
+        broker.port,
+        topics={"sensors": "$share/workers/sensors/+/data"},
+        debounce={"emit": "all"},
+    )
+    collector = Collector(broker.host, broker.port)
+    service = InProcessService(config)
+    try:
+        publisher = Replayer(broker.host, broker.port)
+        publisher.replay(device_ids(runs, len(runs)))
+        publisher.close()
+        wait_until(lambda: len(collector.bodies("window")) >= len(reference), 20)
+    finally:
+        assert service.stop() == 0
+        collector.close()
+    got = {(b["device_id"], b["window_start_ts"]) for b in collector.bodies("window")}
+    assert got == set(reference)
