@@ -39,13 +39,14 @@ class Reason(str, enum.Enum):
     GAP = "gap"
     QUEUE_FULL = "queue_full"
     DEVICE_QUEUE_FULL = "device_queue_full"
+    DUPLICATE = "duplicate"  # the same reading again (QoS 1 delivers at least once)
 
     @property
     def counter(self) -> str:
         """Stats counter name: invalid_* (bad input), reset_* (timeline), dropped_* (queues)."""
         if self in (Reason.OUT_OF_ORDER, Reason.GAP):
             return f"reset_{self.value}"
-        if self in (Reason.QUEUE_FULL, Reason.DEVICE_QUEUE_FULL):
+        if self in (Reason.QUEUE_FULL, Reason.DEVICE_QUEUE_FULL, Reason.DUPLICATE):
             return f"dropped_{self.value}"
         return f"invalid_{self.value}"
 

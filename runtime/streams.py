@@ -172,8 +172,11 @@ class StreamEngine:
             self.pending_readings -= 1
             if dev.pending:
                 self.ready.append(device_id)
+            if ts == dev.last_ts:
+                self.count(Reason.DUPLICATE.counter, 1)
+                continue
             if dev.last_ts is not None:
-                if ts <= dev.last_ts:
+                if ts < dev.last_ts:
                     self.count(Reason.OUT_OF_ORDER.counter, 1)
                     self._reset(dev)
                 elif ts - dev.last_ts > self.max_gap_s:

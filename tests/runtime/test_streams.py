@@ -78,6 +78,20 @@ def test_gap_and_out_of_order_reset_the_device_only(deploy_dir, tiny_data) -> No
     assert len(results) == 5  # 5 windows in readings 0-39; 41-59 are 19 readings, too few
 
 
+def test_a_redelivered_reading_is_dropped_without_a_reset(deploy_dir, tiny_data) -> None:
+    deploy = deploy_dir("gru", None)
+    manifest = Manifest.load(deploy)
+    (clean,) = select_runs(tiny_data, manifest, count=1, length=60)
+    _, expected, _, _ = run_engine(deploy, [clean])
+    order = [*range(31), 30, *range(31, 60)]  # reading 30 arrives twice (QoS 1 redelivery)
+    twice = type(clean)(clean.run_id, clean.ts[order], clean.values[order], [])
+    _, results, counts, _ = run_engine(deploy, [twice])
+    assert counts == {"dropped_duplicate": 1}
+    assert [(r.start_ts, r.end_ts) for r in results] == [(r.start_ts, r.end_ts) for r in expected]
+    for got, want in zip(results, expected, strict=True):
+        assert np.abs(got.probs - want.probs).max() <= 1e-6
+
+
 def test_backend_refuses_a_tampered_artifact_and_a_missing_provider(deploy_dir, tmp_path) -> None:
     import shutil
 
