@@ -168,17 +168,13 @@ def _zero_state(manifest: Any) -> Callable[[int], tuple[np.ndarray, ...]]:
 
 def open_onnx(path: Path, threads: int = 1) -> ManifestPredictor:
     """A window graph (x[B, W, F]) or a step graph (x[B, F] + state), told apart by x's rank."""
-    import onnxruntime as ort
-
-    from runtime.manifest import LOGITS, STATE_OUTPUT_SUFFIX, WINDOW_INPUT
+    from converters.parity import StepGraph, ort_session, step_graph_logits
+    from runtime.manifest import LOGITS, WINDOW_INPUT
 
     manifest = _load_manifest(path)
     listed = _artifact_name(manifest, path)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort_session(path, threads)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
         raise EdgeLstmError(f"{path}: ONNX Runtime cannot load it ({exc})") from None
     inputs = {i.name: i for i in session.get_inputs()}
@@ -193,19 +189,15 @@ def open_onnx(path: Path, threads: int = 1) -> ManifestPredictor:
             run=lambda x: session.run([LOGITS], {WINDOW_INPUT: x})[0],
             **fields,
         )
-    states = manifest.state_names
-    outputs = [LOGITS] + [s + STATE_OUTPUT_SUFFIX for s in states]
-    missing = [s for s in states if s not in inputs]
+    missing = [s for s in manifest.state_names if s not in inputs]
     if missing:
         raise EdgeLstmError(f"{path}: step graph lacks the state inputs {missing}")
-
-    def step(x_t: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple]:
-        result = session.run(outputs, {WINDOW_INPUT: x_t, **dict(zip(states, state, strict=True))})
-        return result[0], tuple(result[1:])
-
-    zero = _zero_state(manifest)
+    graph = StepGraph(session, manifest.state_names, manifest.layers, manifest.hidden_size)
     return ManifestPredictor(
-        name=name, kind="onnx-step", run=lambda x: _run_steps(step, x, zero), **fields
+        name=name,
+        kind="onnx-step",
+        run=lambda x: step_graph_logits(graph, x, batch=BATCH),
+        **fields,
     )
 
 
