@@ -23,11 +23,23 @@ from tests.runtime.helpers import (
 pytestmark = pytest.mark.broker
 
 
+PLAIN = "sensors/+/data"
+# a worker of an MQTT v5 shared subscription receives on the plain topic
+SHARED = "$share/workers/sensors/+/data"
+
+
 @pytest.mark.parametrize(
-    ("cell", "hop"), [("gru", None), ("gru", 20), ("lstm", None), ("lstm", 20)]
+    ("cell", "hop", "sensors"),
+    [
+        ("gru", None, PLAIN),
+        ("gru", 20, PLAIN),
+        ("lstm", None, PLAIN),
+        ("lstm", 20, PLAIN),
+        ("gru", None, SHARED),
+    ],
 )
 def test_windows_and_alerts_match_the_offline_model(
-    broker, deploy_dir, tiny_data, tmp_path, cell: str, hop: int | None
+    broker, deploy_dir, tiny_data, tmp_path, cell: str, hop: int | None, sensors: str
 ) -> None:
     deploy = deploy_dir(cell, hop)
     manifest = Manifest.load(deploy)
@@ -39,6 +51,7 @@ def test_windows_and_alerts_match_the_offline_model(
         deploy,
         broker.host,
         broker.port,
+        topics={"sensors": sensors},
         debounce={"k": 2, "threshold": 0.0, "emit": "all"},
     )
     collector = Collector(broker.host, broker.port)
@@ -176,31 +189,3 @@ def test_reload_to_another_cell_resets_windows_and_serves_the_new_model(
         assert np.abs(np.asarray(windows[key]["probs"]) - probs).max() <= 1e-4
         assert windows[key]["model"].startswith("student-lstm")
     assert "reset all windows" in caplog.text
-
-
-def test_shared_subscription_serves_every_window(broker, deploy_dir, tiny_data, tmp_path) -> None:
-    """A worker of an MQTT v5 shared subscription ($share/<group>/...) sees every device."""
-    deploy = deploy_dir("gru", None)
-    manifest = Manifest.load(deploy)
-    runs = select_runs(tiny_data, manifest, count=2, length=60)
-    reference = offline_windows(deploy, runs)
-    config = gateway_config(
-        tmp_path / "gw.yaml",
-        deploy,
-        broker.host,
-        broker.port,
-        topics={"sensors": "$share/workers/sensors/+/data"},
-        debounce={"emit": "all"},
-    )
-    collector = Collector(broker.host, broker.port)
-    service = InProcessService(config)
-    try:
-        publisher = Replayer(broker.host, broker.port)
-        publisher.replay(device_ids(runs, len(runs)))
-        publisher.close()
-        wait_until(lambda: len(collector.bodies("window")) >= len(reference), 20)
-    finally:
-        assert service.stop() == 0
-        collector.close()
-    got = {(b["device_id"], b["window_start_ts"]) for b in collector.bodies("window")}
-    assert got == set(reference)
