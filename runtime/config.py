@@ -17,6 +17,8 @@ from runtime.errors import ConfigError
 BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 OVERFLOW_POLICIES = ("drop_oldest", "drop_new")
 EMIT_MODES = ("alerts", "all")
+SYNCHRONOUS_MODES = ("normal", "full")
+MQTT_MAX_TOPIC_BYTES = 65_535
 
 
 @dataclass
@@ -56,6 +58,7 @@ class TopicsConfig:
     alerts: str = "edgelstm/{gateway_id}/alerts/{device_id}"
     stats: str = "edgelstm/{gateway_id}/stats"
     status: str = "edgelstm/{gateway_id}/status"
+    heartbeat: str = "edgelstm/{gateway_id}/heartbeat"  # echoed to prove the network thread runs
 
 
 @dataclass
@@ -85,6 +88,28 @@ class OutboxConfig:
     max_rows: int = 100_000
     overflow: str = "drop_oldest"
     max_inflight: int = 1_000  # alerts handed to paho and not yet acknowledged
+    # "normal": an alert survives a crash of the process; "full": also a power loss (fsync
+    # on every alert, a few ms each on an SD card)
+    synchronous: str = "normal"
+    resend_after_s: float = 60.0  # an alert unacknowledged this long while connected is re-sent
+
+
+@dataclass
+class LimitsConfig:
+    """Bounds that keep memory flat whatever arrives (evictions and refusals are counted)."""
+
+    max_devices: int = 10_000  # devices with state; a new one evicts the stalest idle device
+    device_idle_s: float = 600.0  # a device silent this long may be evicted
+    max_device_id_bytes: int = 128  # longer device ids are refused
+    max_queued_readings: int = 200_000  # readings parsed and not yet stepped, all devices
+
+
+@dataclass
+class LivenessConfig:
+    """What the systemd watchdog is fed on: both threads making progress."""
+
+    heartbeat_s: float = 2.0  # the processing loop publishes to topics.heartbeat this often
+    stall_after_s: float = 10.0  # no heartbeat echo this long while connected = stalled
 
 
 @dataclass
@@ -101,8 +126,12 @@ class GatewayConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     debounce: DebounceConfig = field(default_factory=DebounceConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     state_dir: Path = Path("state")
-    max_gap_s: float | None = None  # default: 5 x the manifest's sample period
+    sample_period_s: float | None = None  # default: the manifest's sample period
+    gap_tolerance: float = 0.5  # a step over (1 + this) periods means readings went missing
+    loss_warn_rate: float = 0.01  # warn when this fraction of readings went missing
     max_payload_bytes: int = 65_536
     stats_interval_s: float = 10.0
     prometheus_port: int | None = None
@@ -152,7 +181,37 @@ class GatewayConfig:
                 "outbox.max_inflight",
                 "must be in [1, 60000] (MQTT message ids wrap at 65535)",
             ),
-            (self.max_gap_s is None or self.max_gap_s > 0, "max_gap_s", "must be > 0"),
+            (
+                self.outbox.synchronous in SYNCHRONOUS_MODES,
+                "outbox.synchronous",
+                f"must be one of {SYNCHRONOUS_MODES}",
+            ),
+            (self.outbox.resend_after_s > 0, "outbox.resend_after_s", "must be > 0"),
+            (self.limits.max_devices >= 1, "limits.max_devices", "must be >= 1"),
+            (self.limits.device_idle_s > 0, "limits.device_idle_s", "must be > 0"),
+            (
+                1 <= self.limits.max_device_id_bytes <= 60_000,
+                "limits.max_device_id_bytes",
+                "must be in [1, 60000] (the alert topic must fit MQTT's 65535 bytes)",
+            ),
+            (
+                self.limits.max_queued_readings >= 1,
+                "limits.max_queued_readings",
+                "must be >= 1",
+            ),
+            (self.liveness.heartbeat_s > 0, "liveness.heartbeat_s", "must be > 0"),
+            (
+                self.liveness.stall_after_s > 2 * self.liveness.heartbeat_s,
+                "liveness.stall_after_s",
+                "must be more than 2 x liveness.heartbeat_s",
+            ),
+            (
+                self.sample_period_s is None or self.sample_period_s > 0,
+                "sample_period_s",
+                "must be > 0 or null",
+            ),
+            (0 < self.gap_tolerance < 1, "gap_tolerance", "must be in (0, 1)"),
+            (0 < self.loss_warn_rate <= 1, "loss_warn_rate", "must be in (0, 1]"),
             (self.max_payload_bytes >= 64, "max_payload_bytes", "must be >= 64"),
             (self.stats_interval_s > 0, "stats_interval_s", "must be > 0"),
             (
@@ -173,6 +232,8 @@ _SECTIONS: dict[str, type] = {
     "batching": BatchingConfig,
     "debounce": DebounceConfig,
     "outbox": OutboxConfig,
+    "limits": LimitsConfig,
+    "liveness": LivenessConfig,
     "tls": TlsConfig,
 }
 _PATHS = ("model_dir", "state_dir")

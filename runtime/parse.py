@@ -40,13 +40,21 @@ class Reason(str, enum.Enum):
     QUEUE_FULL = "queue_full"
     DEVICE_QUEUE_FULL = "device_queue_full"
     DUPLICATE = "duplicate"  # the same reading again (QoS 1 delivers at least once)
+    BAD_DEVICE_ID = "bad_device_id"  # empty, longer than limits.max_device_id_bytes
+    DEVICE_LIMIT = "device_limit"  # limits.max_devices reached and no device idle long enough
+    HANDLER_ERROR = "handler_error"  # an unexpected exception while handling one message
 
     @property
     def counter(self) -> str:
         """Stats counter name: invalid_* (bad input), reset_* (timeline), dropped_* (queues)."""
         if self in (Reason.OUT_OF_ORDER, Reason.GAP):
             return f"reset_{self.value}"
-        if self in (Reason.QUEUE_FULL, Reason.DEVICE_QUEUE_FULL, Reason.DUPLICATE):
+        if self in (
+            Reason.QUEUE_FULL,
+            Reason.DEVICE_QUEUE_FULL,
+            Reason.DUPLICATE,
+            Reason.DEVICE_LIMIT,
+        ):
             return f"dropped_{self.value}"
         return f"invalid_{self.value}"
 
