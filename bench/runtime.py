@@ -131,7 +131,6 @@ class _Serve:
             "broker": {"host": broker.host, "port": broker.port},
             "topics": {"sensor_qos": 0},
             "state_dir": str(workdir / "state"),
-            "max_gap_s": 3600.0,
             "log_every_s": 60.0,
         }
         raw.update(sections)
@@ -478,7 +477,7 @@ def window_close(runs_dir: Path, quick: bool) -> dict[str, Any]:
     for devices in (1, 1000):
         engine = StreamEngine(
             manifest,
-            max_gap_s=3600.0,
+            sample_period_s=0.1,
             device_queue=10**6,
             max_batch=10**6,
             count=lambda name, n: None,

@@ -5,7 +5,7 @@ DynamicQuantizeLSTM; its GRU op has no int8 kernel and stays fp32). static: QDQ 
 calibrated on real training windows — the form TensorRT consumes for explicit INT8. Only
 MatMul/Gemm inputs are quantized, each consumer through its own Q/DQ pair, so the recurrent
 state itself (h, c and their element-wise updates) stays fp32: quantizing the state path put c
-off by up to 0.75 (DESIGN.md).
+off by up to 0.75 (docs/ARCHITECTURE.md, "Facts measured").
 """
 
 from __future__ import annotations

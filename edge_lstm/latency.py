@@ -2,7 +2,7 @@
 
 One recipe everywhere: warm up, time each call with `perf_counter`, report median/min/max in
 milliseconds. Torch runs on one intra-op thread while measured: on a busy 2-core box extra
-threads make latency erratic (see DESIGN.md, "Threads").
+threads make latency erratic (see docs/ARCHITECTURE.md, "Facts measured").
 """
 
 from __future__ import annotations

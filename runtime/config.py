@@ -221,6 +221,17 @@ class GatewayConfig:
             ),
             (self.log_every_s >= 0, "log_every_s", "must be >= 0"),
         ]
+        longest_alert_topic = (
+            len(self.topic(self.topics.alerts).encode()) + self.limits.max_device_id_bytes
+        )
+        checks.append(
+            (
+                longest_alert_topic <= MQTT_MAX_TOPIC_BYTES,
+                "limits.max_device_id_bytes",
+                f"with topics.alerts the alert topic may reach {longest_alert_topic} bytes; "
+                f"MQTT allows {MQTT_MAX_TOPIC_BYTES}",
+            )
+        )
         for ok, key, message in checks:
             if not ok:
                 raise ConfigError(f"{self.source}: {key}: {message}")

@@ -1,10 +1,17 @@
 """The serving loop: MQTT readings → batched streaming steps → debounced alerts, stats, status.
 
-Threads: paho's network thread only parses and appends to a bounded deque (`_on_payload`); the
-processing loop (the main thread, so signals land there) drains it into the stream engine,
-runs one batched step per round, debounces, writes alerts to the outbox and hands them to paho.
-SIGTERM/SIGINT drain and exit within ~1 s; SIGHUP reloads the deployment folder in a side
-thread and swaps it in between two rounds.
+Threads: paho's network thread only validates the device id, parses and appends to a bounded
+deque (`_on_payload`); nothing it raises escapes (`_on_handler_error` counts it). The
+processing loop (the main thread, so signals land there) drains the deque into the stream
+engine, runs one batched step per round, debounces, writes alerts to the outbox and hands them
+to paho. It feeds the systemd watchdog only while the network thread makes progress too, and
+sends READY=1 after the first CONNACK. SIGTERM/SIGINT drain and exit within ~1 s; SIGHUP
+reloads the deployment folder in a side thread and swaps it in between two rounds: every open
+window then restarts on the new model, so each result comes from exactly one model.
+
+Alerts carry an `alert_id` derived from gateway, device, event, class and window end, so the
+at-least-once redeliveries of the outbox can be de-duplicated; the debouncer's raised faults
+are stored with each alert in the outbox's database and restored at start.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from typing import Any
 
 from runtime.config import GatewayConfig
@@ -27,13 +35,26 @@ from runtime.parse import Parser, Reason
 from runtime.ratelimit import RateLimitedLog
 from runtime.sdnotify import Notifier
 from runtime.stats import Stats, log_line, start_prometheus
-from runtime.streams import StreamEngine, WindowResult, compatible
+from runtime.streams import StreamEngine, WindowResult
 
 log = logging.getLogger(__name__)
 
 DRAIN_BUDGET_S = 0.5  # of the 2 s a SIGTERM may take: finishing queued readings
 ACK_WAIT_S = 0.2  # then waiting for PUBACKs of the last alerts (the outbox keeps the rest)
 IDLE_WAIT_S = 0.05  # longest sleep of an idle loop (bounds signal and stats latency)
+EXIT_NETWORK_DEAD = 3  # the MQTT network thread ended: exit so the service manager restarts us
+MOST_MISSING = 10  # devices listed by missing readings in the stats message
+ALERT_ID_NAMESPACE = uuid.UUID("6f1c1a52-2b1e-4b57-9a3e-0c6d1f0e7a41")
+LOSS_HINT = (
+    "the broker or the publishers drop messages; on Mosquitto raise max_queued_messages and set "
+    "max_inflight_messages 0 (deploy/README.md, 'Readings lost before the gateway')"
+)
+
+
+def alert_id(gateway_id: str, device_id: str, kind: str, fault: str, window_end_ts: float) -> str:
+    """The same id for the same event on every redelivery and after a restart."""
+    key = f"{gateway_id}\0{device_id}\0{kind}\0{fault}\0{window_end_ts!r}"
+    return str(uuid.uuid5(ALERT_ID_NAMESPACE, key))
 
 
 class Service:
@@ -43,48 +64,57 @@ class Service:
         self.cfg = cfg
         self.stats = Stats()
         self.bad_input_log = RateLimitedLog(log, cfg.log_every_s)
+        self.health_log = RateLimitedLog(log, cfg.log_every_s)
         self.model = load_model(cfg.model_dir, cfg.backend, cfg.artifact, cfg.threads)
-        self.max_gap_s = self._max_gap(self.model)
-        self.parser = Parser(self.model.manifest.features, cfg.max_payload_bytes)
-        self.engine = self._new_engine(self.model)
+        self.outbox = Outbox(cfg.state_dir, cfg.outbox, self.stats.count)
         self.debouncer = Debouncer(cfg.debounce.k, cfg.debounce.threshold)
-        self.outbox = Outbox(
-            cfg.state_dir,
-            cfg.outbox.max_rows,
-            cfg.outbox.overflow,
-            cfg.outbox.max_inflight,
-            self.stats.count,
-        )
+        self.debouncer.restore(self.outbox.alert_state())
+        self.engine = self._new_engine(self.model)
+        # (parser, generation) in one attribute, so the network thread reads a consistent pair;
+        # the generation changes when a reload changes the feature list
+        self.parsing = (Parser(self.model.manifest.features, cfg.max_payload_bytes), 0)
         self.inbox: collections.deque = collections.deque()
+        self.enqueued = 0  # readings appended to the inbox: written by the network thread only
+        self.dequeued = 0  # readings taken from it: written by the processing loop only
         self.wakeup = threading.Event()
-        self.link = MqttLink(cfg, self._on_payload, on_ack=self.wakeup.set)
+        self.link = MqttLink(cfg, self._on_payload, self._on_handler_error, self.wakeup.set)
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self._reload_thread: threading.Thread | None = None
         self._reloaded: LoadedModel | EdgeRuntimeError | None = None
+        self._ready_sent = False
+        self._loss_counts = (0, 0)  # readings, missing_readings at the previous stats message
 
     # ---- set-up -------------------------------------------------------------------------
 
-    def _max_gap(self, model: LoadedModel) -> float:
-        if self.cfg.max_gap_s is not None:
-            return self.cfg.max_gap_s
+    def _sample_period(self, model: LoadedModel) -> float:
+        if self.cfg.sample_period_s is not None:
+            return self.cfg.sample_period_s
         period = model.manifest.sample_period_s
         if not period:
             raise ConfigError(
-                f"{self.cfg.source}: max_gap_s: the manifest has no sample_period_s; "
-                "set max_gap_s (seconds between readings that resets a device's windows)"
+                f"{self.cfg.source}: sample_period_s: the manifest has no sample_period_s; "
+                "set sample_period_s (seconds between a device's readings)"
             )
-        return 5.0 * period
+        return period
 
     def _new_engine(self, model: LoadedModel) -> StreamEngine:
+        limits = self.cfg.limits
         return StreamEngine(
             model.manifest,
-            max_gap_s=self.max_gap_s,
+            sample_period_s=self._sample_period(model),
+            gap_tolerance=self.cfg.gap_tolerance,
             device_queue=self.cfg.batching.device_queue,
             max_batch=self.cfg.batching.max_batch,
             count=self.stats.count,
+            max_devices=limits.max_devices,
+            device_idle_s=limits.device_idle_s,
+            on_evict=self._forget_device,
         )
+
+    def _forget_device(self, device_id: str) -> None:
+        self.debouncer.forget(device_id)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
@@ -102,41 +132,65 @@ class Service:
     # ---- network thread -----------------------------------------------------------------
 
     def _on_payload(self, device_id: str, payload: bytes, received: float) -> None:
-        """Parse and enqueue only: this runs on paho's network thread."""
+        """Validate, parse and enqueue only: this runs on paho's network thread."""
         self.stats.count("messages")
-        parsed = self.parser.parse(payload)
-        if isinstance(parsed, Reason):
-            self.stats.count(parsed.counter)
-            self.bad_input_log.warning(
-                parsed.value, "dropped a message from %s: %s", device_id, parsed.value
-            )
+        if not 0 < len(device_id.encode()) <= self.cfg.limits.max_device_id_bytes:
+            self._drop(Reason.BAD_DEVICE_ID, device_id)
             return
-        if len(self.inbox) >= self.cfg.batching.queue_size:
-            self.stats.count(Reason.QUEUE_FULL.counter, len(parsed))
+        parser, generation = self.parsing
+        parsed = parser.parse(payload)
+        if isinstance(parsed, Reason):
+            self._drop(parsed, device_id)
+            return
+        n = len(parsed)
+        queued = self.enqueued - self.dequeued + self.engine.pending_readings
+        if (
+            len(self.inbox) >= self.cfg.batching.queue_size
+            or queued + n > self.cfg.limits.max_queued_readings
+        ):
+            self.stats.count(Reason.QUEUE_FULL.counter, n)
             self.bad_input_log.warning("queue_full", "input queue full; dropping readings")
             return
-        self.inbox.append((device_id, parsed, received))
+        self.inbox.append((device_id, parsed, received, generation))
+        self.enqueued += n
         if not self.wakeup.is_set():
             self.wakeup.set()
+
+    def _drop(self, reason: Reason, device_id: str) -> None:
+        self.stats.count(reason.counter)
+        self.bad_input_log.warning(
+            reason.value, "dropped a message from %.80r: %s", device_id, reason.value
+        )
+
+    def _on_handler_error(self, exc: BaseException) -> None:
+        """The network thread's last line of defence: one message must not stop ingestion."""
+        self.stats.count(Reason.HANDLER_ERROR.counter)
+        self.bad_input_log.warning(
+            Reason.HANDLER_ERROR.value,
+            "dropped a message that raised %s: %.200s",
+            type(exc).__name__,
+            exc,
+        )
 
     # ---- processing loop ----------------------------------------------------------------
 
     def run(self) -> int:
-        """Serves until SIGTERM/SIGINT; returns the process exit code (0)."""
+        """Serves until SIGTERM/SIGINT; returns the process exit code."""
         if self.cfg.prometheus_port is not None:
             start_prometheus(self.stats, self.cfg.prometheus_port)
             log.info("prometheus metrics on http://127.0.0.1:%d/metrics", self.cfg.prometheus_port)
         self.link.start()
-        self.notifier.ready(f"serving {self.model.label}")
-        log.info(
-            "serving %s on %s (gateway %s)",
-            self.model.label,
-            self.cfg.topics.sensors,
-            self.cfg.gateway_id,
-        )
-        next_stats = time.monotonic() + self.cfg.stats_interval_s
+        now = time.monotonic()
+        next_stats = now + self.cfg.stats_interval_s
+        next_heartbeat = now
         while not self.stop_requested.is_set():
-            self.notifier.watchdog()
+            now = time.monotonic()
+            if not self._alive(now):
+                self._shutdown()
+                return EXIT_NETWORK_DEAD
+            if now >= next_heartbeat:
+                self.link.heartbeat()
+                next_heartbeat = now + self.cfg.liveness.heartbeat_s
             self._maybe_swap_model()
             self.wakeup.clear()  # before draining, so a reading queued after it wakes us
             self._drain_inbox()
@@ -147,20 +201,51 @@ class Service:
                 self._settle_acks()
                 self.wakeup.wait(min(IDLE_WAIT_S, max(next_stats - time.monotonic(), 0)))
             if time.monotonic() >= next_stats:
+                self.engine.evict_idle(time.monotonic())
                 self._publish_stats()
                 next_stats = time.monotonic() + self.cfg.stats_interval_s
         self._shutdown()
         return 0
 
+    def _alive(self, now: float) -> bool:
+        """Feeds the watchdog only while the network thread makes progress as well; sends
+        READY=1 once the broker accepted us. False when the network thread has ended."""
+        if not self._ready_sent and self.link.connected.is_set():
+            self._ready_sent = True
+            self.notifier.ready(f"serving {self.model.label}")
+            log.info(
+                "serving %s on %s (gateway %s)",
+                self.model.label,
+                self.cfg.topics.sensors,
+                self.cfg.gateway_id,
+            )
+        stalled = self.link.stalled(now, self.cfg.liveness.stall_after_s)
+        if stalled is None:
+            self.notifier.watchdog()
+            return True
+        self.stats.count("liveness_failures")
+        if self.link.network_thread_ended:
+            log.error("%s; exiting so that the service manager restarts the gateway", stalled)
+            return False
+        self.health_log.warning("stalled", "not feeding the watchdog: %s", stalled)
+        return True
+
     def _drain_inbox(self) -> None:
         inbox, engine = self.inbox, self.engine
-        n = 0
+        generation = self.parsing[1]
+        n = stale = 0
         while inbox:
-            device_id, readings, received = inbox.popleft()
+            device_id, readings, received, parsed_as = inbox.popleft()
+            self.dequeued += len(readings)
+            if parsed_as != generation:
+                stale += len(readings)
+                continue
             engine.add(device_id, readings, received)
             n += len(readings)
         if n:
             self.stats.count("readings", n)
+        if stale:
+            self.stats.count("dropped_reload", stale)
         self.stats.gauge("queue", engine.pending_readings)
 
     def _fill_batch(self) -> None:
@@ -189,11 +274,8 @@ class Service:
         self._settle_acks()
 
     def _settle_acks(self) -> None:
-        acks = self.link.acks
-        while acks:
-            waited = self.outbox.acked(acks.popleft())
-            if waited is not None:
-                self.stats.observe("ack", waited)
+        for waited in self.outbox.settle(self.link.connected.is_set()):
+            self.stats.observe("ack", waited)
         self.outbox.pump(self.link.publish)
         self.stats.gauge("outbox_unacked", self.outbox.unacked)
 
@@ -225,9 +307,17 @@ class Service:
         self, result: WindowResult, event: Event, latency: dict, classes: list[str]
     ) -> None:
         body = self._message(event.kind, result, event.class_index, event.confidence, latency)
+        body["alert_id"] = alert_id(
+            self.cfg.gateway_id, result.device_id, event.kind, body["class"], result.end_ts
+        )
         if event.previous:
             body["replaces"] = classes[event.previous]
-        self.outbox.add(self._alert_topic(result.device_id), json.dumps(body).encode())
+        self.outbox.add(
+            self._alert_topic(result.device_id),
+            json.dumps(body).encode(),
+            result.device_id,
+            self.debouncer.active(result.device_id),
+        )
         self.stats.count("alerts" if event.kind == "raised" else "clears")
         self.stats.observe("reading_to_alert", max(time.time() - result.end_ts, 0.0))
         log.info(
@@ -261,15 +351,38 @@ class Service:
         return self.cfg.topic(self.cfg.topics.alerts, device_id)
 
     def _publish_stats(self) -> dict[str, Any]:
-        self.stats.gauge("open_windows", self.engine.open_windows)
-        self.stats.gauge("devices", len(self.engine.devices))
+        engine = self.engine
+        self.stats.gauge("open_windows", engine.open_windows)
+        self.stats.gauge("devices", len(engine.devices))
+        self.stats.gauge("outbox_dead_letters", self.outbox.dead_letters)
+        if engine.newest_received is not None:
+            age = time.monotonic() - engine.newest_received
+            self.stats.gauge("newest_reading_age_s", round(age, 3))
         snap = self.stats.snapshot()
         snap["model"] = self.model.label
         snap["connected"] = self.link.connected.is_set()
+        snap["network"] = self.link.stalled(time.monotonic(), self.cfg.liveness.stall_after_s)
+        snap["missing_by_device"] = engine.most_missing(MOST_MISSING)
+        warning = self._loss_warning(snap["counters"])
+        snap["warnings"] = [warning] if warning else []
         self.link.publish(self.cfg.topic(self.cfg.topics.stats), json.dumps(snap).encode(), qos=0)
         log.info("stats: %s", log_line(snap))
         self.notifier.status(log_line(snap))
         return snap
+
+    def _loss_warning(self, counters: dict[str, int]) -> str | None:
+        """A warning when more than loss_warn_rate of the readings since the previous stats
+        message went missing (timestamp gaps), naming the broker settings that cause it."""
+        readings, missing = counters.get("readings", 0), counters.get("missing_readings", 0)
+        new_readings = readings - self._loss_counts[0]
+        new_missing = missing - self._loss_counts[1]
+        self._loss_counts = (readings, missing)
+        if new_missing <= 0 or new_missing < self.cfg.loss_warn_rate * (new_readings + new_missing):
+            return None
+        share = new_missing / (new_readings + new_missing)
+        warning = f"{share:.1%} of readings went missing since the last stats: {LOSS_HINT}"
+        self.health_log.warning("loss", "%s", warning)
+        return warning
 
     # ---- reload (SIGHUP) ----------------------------------------------------------------
 
@@ -300,32 +413,37 @@ class Service:
             self._reloaded = exc
 
     def _swap(self, new: LoadedModel) -> None:
-        """Switches models between two rounds; keeps open windows when the state shapes match."""
+        """Switches models between two rounds. Every open window restarts on the new model (a
+        window's state from the old weights would match neither model); queued readings move
+        over when the feature list is the same and are dropped, counted, when it is not."""
         old = self.model
-        if compatible(old.manifest, new.manifest):
-            self.engine.set_normalization(new.manifest)
-            kept = f"kept the state of {self.engine.open_windows} open windows"
+        fresh = self._new_engine(new)
+        restarted = self.engine.open_windows
+        if new.manifest.features == old.manifest.features:
+            moved, dropped = self.engine.move_pending(fresh), 0
         else:
-            fresh = self._new_engine(new)
-            moved = (
-                self.engine.move_pending(fresh)
-                if new.manifest.features == (old.manifest.features)
-                else 0
+            moved, dropped = 0, self.engine.pending_readings
+            self.parsing = (
+                Parser(new.manifest.features, self.cfg.max_payload_bytes),
+                self.parsing[1] + 1,
             )
-            dropped = self.engine.pending_readings
-            if dropped:
-                self.stats.count("dropped_reload", dropped)
-            self.engine = fresh
-            kept = (
-                f"reset all windows (state shapes or windowing changed); moved {moved} "
-                f"queued readings, dropped {dropped}"
-            )
+        if dropped:
+            self.stats.count("dropped_reload", dropped)
+        self.stats.count("reload_restarted_windows", restarted)
+        self.engine = fresh
         if new.manifest.classes != old.manifest.classes:
             self.debouncer = Debouncer(self.cfg.debounce.k, self.cfg.debounce.threshold)
-        self.parser = Parser(new.manifest.features, self.cfg.max_payload_bytes)
+            self.outbox.clear_alert_state()
         self.model = new
         self.stats.count("reloads")
-        log.info("reloaded: now serving %s; %s", new.label, kept)
+        log.info(
+            "reloaded: now serving %s; restarted %d open windows, moved %d queued readings, "
+            "dropped %d",
+            new.label,
+            restarted,
+            moved,
+            dropped,
+        )
 
     # ---- shutdown -----------------------------------------------------------------------
 

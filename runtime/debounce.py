@@ -64,5 +64,15 @@ class Debouncer:
             return Event("cleared", previous, confidence)
         return Event("raised", vote, confidence, previous)
 
+    def restore(self, active: dict[str, int]) -> None:
+        """Takes back the faults that were raised before a restart (from the state dir)."""
+        for device_id, fault in active.items():
+            self.devices[device_id] = _DeviceVotes(active=fault)
+
     def forget(self, device_id: str) -> None:
-        self.devices.pop(device_id, None)
+        """Drops an evicted device's votes; a raised fault is kept so it can still clear."""
+        votes = self.devices.get(device_id)
+        if votes is not None and votes.active == NORMAL:
+            del self.devices[device_id]
+        elif votes is not None:
+            votes.candidate, votes.run = votes.active, 0

@@ -2,15 +2,20 @@
 
 The client runs paho's network thread (`loop_start`); `on_message` hands the payload to a
 callback that must only parse and enqueue (work on that thread makes the broker drop messages,
-see DESIGN.md). PUBACKs are queued as message ids for the processing loop to consume.
+docs/ARCHITECTURE.md, "Threads of serve"). Nothing raised while handling one message may reach
+paho, where it would end the network thread for good: it goes to `on_error` instead.
+
+Liveness: the processing loop publishes a small heartbeat to the gateway's own heartbeat topic,
+which this client is subscribed to; its echo (or any message) proves that the network thread
+still reads. `stalled()` says why the network side is not making progress, if it is not.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,10 +26,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from runtime.config import GatewayConfig
+from runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 PAHO_QUEUE_MARGIN = 10_000  # window results (emit: all) paho may hold beyond the alerts
+PACKET_OVERHEAD_BYTES = 1_024  # fixed header, topic length field and v5 properties
 ONLINE = b"online"
 OFFLINE = b"offline"
 
@@ -42,6 +49,13 @@ def device_id_position(pattern: str) -> int:
     return topic_levels(pattern).index("+")
 
 
+def max_packet_bytes(cfg: GatewayConfig) -> int:
+    """The MQTT v5 Maximum Packet Size this gateway announces: the broker then never sends a
+    message larger than the parser would accept (instead of paho reading it whole first)."""
+    topic = len(cfg.topics.sensors.encode()) + cfg.limits.max_device_id_bytes
+    return cfg.max_payload_bytes + topic + PACKET_OVERHEAD_BYTES
+
+
 class MqttLink:
     """One paho client: subscribes to sensor topics, publishes alerts, stats and status."""
 
@@ -49,15 +63,21 @@ class MqttLink:
         self,
         cfg: GatewayConfig,
         on_payload: Callable[[str, bytes, float], None],
+        on_error: Callable[[BaseException], None],
         on_ack: Callable[[], None] = lambda: None,
     ) -> None:
         self.cfg = cfg
         self.on_payload = on_payload
+        self.on_error = on_error
         self.on_ack = on_ack  # wakes the processing loop so a PUBACK is settled at once
-        self.acks: collections.deque[int] = collections.deque()
         self.connected = threading.Event()
-        self.connects = 0
         self.status_topic = cfg.topic(cfg.topics.status)
+        self.heartbeat_topic = cfg.topic(cfg.topics.heartbeat)
+        self.heard = time.monotonic()  # newest message of any kind (network thread progress)
+        self.heartbeat_echoes = True  # False when the broker refuses the heartbeat subscription
+        self.connect_failures = 0  # since the last successful connection
+        self._network_thread: threading.Thread | None = None
+        self._connect_log = RateLimitedLog(log, cfg.log_every_s)
         self._device_pos = device_id_position(cfg.topics.sensors)
         self._levels = len(topic_levels(cfg.topics.sensors))
         b = cfg.broker
@@ -70,6 +90,11 @@ class MqttLink:
         )
         if b.username is not None:
             self.client.username_pw_set(b.username, b.password)
+        if b.password is not None and b.tls is None:
+            log.warning(
+                "broker.password is set but broker.tls is not: the password crosses the network "
+                "in clear text; configure broker.tls (deploy/mosquitto/tls.conf shows the broker)"
+            )
         if b.tls is not None:
             self.client.tls_set(
                 ca_certs=b.tls.ca_certs,
@@ -85,10 +110,16 @@ class MqttLink:
         self.client.max_inflight_messages_set(max(cfg.outbox.max_inflight, 20))
         self.client.max_queued_messages_set(cfg.outbox.max_inflight + PAHO_QUEUE_MARGIN)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self.client.on_socket_open = self._on_socket_open
+
+    @property
+    def broker_url(self) -> str:
+        return f"mqtt://{self.cfg.broker.host}:{self.cfg.broker.port}"
 
     def start(self) -> None:
         """Connects in the background; paho retries with backoff until the broker answers."""
@@ -98,50 +129,131 @@ class MqttLink:
         if b.protocol == 5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 0 if b.clean_start else b.session_expiry_s
+            props.MaximumPacketSize = max_packet_bytes(self.cfg)
         else:
             clean_start = mqtt.MQTT_CLEAN_START_FIRST_ONLY
         self.client.connect_async(
             b.host, b.port, keepalive=b.keepalive, clean_start=clean_start, properties=props
         )
         self.client.loop_start()
-        log.info("connecting to mqtt://%s:%d as %s", b.host, b.port, self.cfg.client_id)
+        log.info("connecting to %s as %s", self.broker_url, self.cfg.client_id)
 
     def wait_connected(self, timeout_s: float) -> bool:
         return self.connected.wait(timeout_s)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int | None:
-        """Hands a message to paho (queued while disconnected); None when paho refuses it."""
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo | None:
+        """Hands a message to paho; None when it cannot be sent now. Nothing is offered while
+        disconnected: the outbox is the durable queue, and paho 2.2's handle of a message queued
+        without a connection never reports its PUBACK. Raises ValueError for a message that
+        can never be sent (topic or payload too long)."""
+        if not self.connected.is_set():
+            return None
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             return None
-        return info.mid
+        return info
+
+    def heartbeat(self) -> None:
+        """Publishes the echo that `stalled()` waits for (QoS 0, only while connected)."""
+        self.publish(self.heartbeat_topic, b"", qos=0)
+
+    def stalled(self, now: float, stall_after_s: float) -> str | None:
+        """Why the network side makes no progress, or None while it does."""
+        if self.network_thread_ended:
+            return "the MQTT network thread has ended"
+        if not (self.connected.is_set() and self.heartbeat_echoes):
+            return None  # paho is (re)connecting: its thread is alive, the broker is away
+        silent = now - self.heard
+        if silent > stall_after_s:
+            return f"no heartbeat echo for {silent:.0f} s while connected"
+        return None
+
+    @property
+    def network_thread_ended(self) -> bool:
+        thread = self._network_thread
+        return thread is not None and not thread.is_alive()
 
     def stop(self, timeout_s: float = 0.3) -> None:
         """Publishes `offline` (retained), waits briefly for it, then disconnects cleanly."""
         if self.connected.is_set():
             info = self.client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
-            deadline = time.monotonic() + timeout_s
-            while not info.is_published() and time.monotonic() < deadline:
-                time.sleep(0.005)
+            try:
+                info.wait_for_publish(timeout_s)
+            except (RuntimeError, ValueError):
+                log.debug("offline status not confirmed before disconnecting")
             self.client.disconnect()
         self.client.loop_stop()
 
+    def _next_retry_s(self) -> int:
+        """paho's reconnect delay after this many failures: doubling from min up to max."""
+        b = self.cfg.broker
+        return min(b.reconnect_min_s * 2 ** max(self.connect_failures - 1, 0), b.reconnect_max_s)
+
+    def _note_network_thread(self) -> None:
+        if self._network_thread is None:
+            self._network_thread = threading.current_thread()
+
     def _on_socket_open(self, client, userdata, sock) -> None:
-        # Nagle + delayed ACK turns a QoS 1 round trip into ~44-88 ms on loopback (DESIGN.md)
+        # Nagle + delayed ACK turns a QoS 1 round trip into ~44-88 ms on loopback
+        # (docs/ARCHITECTURE.md, "Facts measured")
+        self._note_network_thread()
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError):
             log.debug("TCP_NODELAY not available on this socket")
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        # paho calls this from inside its `except OSError:`, so the reason is the active one
+        self._note_network_thread()
+        self.connect_failures += 1
+        reason = sys.exc_info()[1] or "no reason given"
+        self._connect_log.warning(
+            "connect",
+            "connection to %s failed: %s; retrying in %d s",
+            self.broker_url,
+            reason,
+            self._next_retry_s(),
+        )
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._note_network_thread()
         if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
+            self.connect_failures += 1
+            self._connect_log.warning(
+                "connect",
+                "connection to %s failed: the broker refused it (%s); retrying in %d s",
+                self.broker_url,
+                reason_code,
+                self._next_retry_s(),
+            )
             return
-        self.connects += 1
+        self.connect_failures = 0
+        self.heard = time.monotonic()
         log.info("connected to the broker (session present: %s)", bool(flags.session_present))
-        client.subscribe(self.cfg.topics.sensors, qos=self.cfg.topics.sensor_qos)
+        client.subscribe(
+            [(self.cfg.topics.sensors, self.cfg.topics.sensor_qos), (self.heartbeat_topic, 0)]
+        )
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if reason_codes and reason_codes[0].is_failure:
+            log.error(
+                "the broker refused the subscription to %s (%s): no readings will arrive; "
+                "check the broker's ACL",
+                self.cfg.topics.sensors,
+                reason_codes[0],
+            )
+        echoes = len(reason_codes) > 1 and not reason_codes[1].is_failure
+        if not echoes and self.heartbeat_echoes:
+            log.warning(
+                "the broker refused the subscription to %s: the watchdog then checks only that "
+                "the network thread is alive; allow it in the broker's ACL",
+                self.heartbeat_topic,
+            )
+        self.heartbeat_echoes = echoes
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -149,11 +261,17 @@ class MqttLink:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self.acks.append(mid)
         self.on_ack()
 
     def _on_message(self, client, userdata, message) -> None:
-        levels = message.topic.split("/")
-        if len(levels) != self._levels:
-            return
-        self.on_payload(levels[self._device_pos], message.payload, time.monotonic())
+        try:
+            self.heard = received = time.monotonic()
+            topic = message.topic
+            if topic == self.heartbeat_topic:
+                return
+            levels = topic.split("/")
+            if len(levels) != self._levels:
+                return
+            self.on_payload(levels[self._device_pos], message.payload, received)
+        except Exception as exc:  # one message must never end paho's network thread
+            self.on_error(exc)

@@ -1,10 +1,20 @@
 """Exact streaming windows: per-device open windows, each with its own recurrent state.
 
-Semantics (DESIGN.md, "Streaming semantics"): a device's readings are numbered from its last
-reset; reading n opens a new window when n % hop == 0; every reading advances every open window
-of its device by one step; a window that has taken W steps is closed and yields softmax
-probabilities, identical to the window graph on the same W readings. So at most ceil(W/hop)
-windows are open per device. An out-of-order or gapped timestamp resets the device.
+Semantics (docs/ARCHITECTURE.md, "Streaming semantics"): a device's readings are numbered from
+its last reset; reading n opens a new window when n % hop == 0; every reading advances every
+open window of its device by one step; a window that has taken W steps is closed and yields
+softmax probabilities, identical to the window graph on the same W readings. So at most
+ceil(W/hop) windows are open per device.
+
+Every published window is made of W consecutive readings. A timestamp step of more than
+(1 + gap_tolerance) sample periods means readings went missing: they are counted
+(`missing_readings`, or `device_outages` when more than a window's worth is gone) and the
+device's windows restart at the reading after the gap. An out-of-order timestamp restarts them
+too; the same timestamp again is a counted duplicate (QoS 1 redelivers).
+
+Memory is bounded: at most `max_devices` devices have state. A new device evicts the least
+recently seen device when that one has been silent for `device_idle_s`, otherwise the new
+device's readings are refused (counted), so a flood of new ids never disturbs known devices.
 
 All devices' pending readings are advanced in one backend call per round (rows = (device,
 window) pairs); a device contributes at most one reading per round so its own readings stay in
@@ -48,10 +58,12 @@ class _Window:
 
 @dataclass
 class _Device:
+    last_seen: float  # time.monotonic() of the newest message
     pending: collections.deque = field(default_factory=collections.deque)
     windows: list[_Window] = field(default_factory=list)
     n: int = 0  # readings since the last reset
     last_ts: float | None = None
+    missing: int = 0  # readings lost in gaps, since the device was first seen
 
 
 class _StatePool:
@@ -92,36 +104,49 @@ class StreamEngine:
         self,
         manifest: Manifest,
         *,
-        max_gap_s: float,
+        sample_period_s: float,
         device_queue: int,
         max_batch: int,
         count: Callable[[str, int], None],
+        gap_tolerance: float = 0.5,
+        max_devices: int = 10_000,
+        device_idle_s: float = 600.0,
+        on_evict: Callable[[str], None] = lambda device_id: None,
     ) -> None:
         self.window = manifest.window
         self.hop = manifest.hop
-        self.max_gap_s = max_gap_s
+        self.period_s = sample_period_s
+        self.max_step_s = sample_period_s * (1.0 + gap_tolerance)
         self.device_queue = device_queue
         self.max_batch = max(max_batch, manifest.max_open_windows)
         self.count = count
-        self.set_normalization(manifest)
-        self.pool = _StatePool(len(manifest.state_names), manifest.layers, manifest.hidden_size)
-        self.devices: dict[str, _Device] = {}
-        self.ready: collections.deque[str] = collections.deque()  # devices with pending readings
-        self.pending_readings = 0
-
-    def set_normalization(self, manifest: Manifest) -> None:
+        self.max_devices = max_devices
+        self.device_idle_s = device_idle_s
+        self.on_evict = on_evict
         self.mean = np.asarray(manifest.norm_mean, dtype=np.float32)
         self.std = np.asarray(manifest.norm_std, dtype=np.float32)
+        self.pool = _StatePool(len(manifest.state_names), manifest.layers, manifest.hidden_size)
+        # least recently seen first: a message moves its device to the end
+        self.devices: collections.OrderedDict[str, _Device] = collections.OrderedDict()
+        self.ready: collections.deque[str] = collections.deque()  # devices with pending readings
+        self.pending_readings = 0
+        self.newest_received: float | None = None  # arrival of the newest reading stepped
 
     @property
     def open_windows(self) -> int:
         return self.pool.in_use
 
     def add(self, device_id: str, readings: Readings, received: float) -> None:
-        """Queues a message's readings for its device (dropping, counted, past the bound)."""
+        """Queues a message's readings for its device (dropping, counted, past the bounds)."""
         dev = self.devices.get(device_id)
         if dev is None:
-            dev = self.devices[device_id] = _Device()
+            if len(self.devices) >= self.max_devices and not self._evict_stalest(received):
+                self.count(Reason.DEVICE_LIMIT.counter, len(readings))
+                return
+            dev = self.devices[device_id] = _Device(received)
+        else:
+            dev.last_seen = received
+            self.devices.move_to_end(device_id)
         room = self.device_queue - len(dev.pending)
         n = len(readings)
         if n > room:
@@ -148,11 +173,45 @@ class StreamEngine:
         self.ready.clear()
         return moved
 
+    def evict_idle(self, now: float) -> int:
+        """Forgets every device silent for device_idle_s (memory of ids that went quiet)."""
+        evicted = 0
+        while self.devices and self._evict_stalest(now):
+            evicted += 1
+        return evicted
+
+    def _evict_stalest(self, now: float) -> bool:
+        """Evicts the least recently seen device if it is idle; False when none may go."""
+        device_id, dev = next(iter(self.devices.items()))
+        if dev.pending or now - dev.last_seen < self.device_idle_s:
+            return False
+        self._reset(dev)
+        del self.devices[device_id]
+        self.count("evicted_devices", 1)
+        self.on_evict(device_id)
+        return True
+
+    def most_missing(self, n: int) -> dict[str, int]:
+        """The n devices that lost the most readings (for the stats message)."""
+        lossy = [(dev.missing, device_id) for device_id, dev in self.devices.items() if dev.missing]
+        return {device_id: missing for missing, device_id in sorted(lossy, reverse=True)[:n]}
+
     def _reset(self, dev: _Device) -> None:
         for w in dev.windows:
             self.pool.give(w.slot)
         dev.windows.clear()
         dev.n = 0
+
+    def _gap(self, dev: _Device, step_s: float) -> None:
+        """Counts the readings a gap lost and restarts the device's windows."""
+        lost = max(round(step_s / self.period_s) - 1, 1)
+        if lost <= self.window:
+            dev.missing += lost
+            self.count("missing_readings", lost)
+        else:
+            self.count("device_outages", 1)
+        self.count(Reason.GAP.counter, 1)
+        self._reset(dev)
 
     def step_round(self, backend: StepBackend) -> tuple[list[WindowResult], int]:
         """Advances up to max_batch rows by one reading each; returns closed windows and rows."""
@@ -179,9 +238,8 @@ class StreamEngine:
                 if ts < dev.last_ts:
                     self.count(Reason.OUT_OF_ORDER.counter, 1)
                     self._reset(dev)
-                elif ts - dev.last_ts > self.max_gap_s:
-                    self.count(Reason.GAP.counter, 1)
-                    self._reset(dev)
+                elif ts - dev.last_ts > self.max_step_s:
+                    self._gap(dev, ts - dev.last_ts)
             dev.last_ts = ts
             if dev.n % self.hop == 0:
                 dev.windows.append(_Window(self.pool.take(), ts))
@@ -192,6 +250,7 @@ class StreamEngine:
                 rows_slot.append(w.slot)
                 rows_reading.append(index)
             taken.append((device_id, dev, ts, received))
+            self.newest_received = received
             budget -= len(dev.windows)
             if budget <= 0:
                 break

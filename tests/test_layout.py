@@ -1,4 +1,7 @@
-"""The dependency rule of DESIGN.md, checked on the source: what each package may import."""
+"""The dependency rule, checked on the source: what each package may import.
+
+See docs/ARCHITECTURE.md, "Packages and the dependency rule".
+"""
 
 from __future__ import annotations
 

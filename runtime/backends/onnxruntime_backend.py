@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 class OrtStepBackend:
-    """One InferenceSession over the step graph; one intra-op thread by default (see DESIGN)."""
+    """One InferenceSession over the step graph; one intra-op thread by default (see docs/ARCHITECTURE.md, "Facts measured")."""
 
     def __init__(self, path: Path, manifest: Manifest, providers: list[str], threads: int = 1):
         import onnxruntime as ort

@@ -100,8 +100,12 @@ def select_runs(data: Path, manifest: Manifest, count: int, length: int | None =
     return chosen
 
 
-def offline_windows(deploy: Path, runs: list[Run]) -> dict[tuple[str, float], np.ndarray]:
-    """(device, window start ts) -> probabilities of the window graph on the same readings."""
+def offline_windows(
+    deploy: Path, runs: list[Run], stride: int | None = None
+) -> dict[tuple[str, float], np.ndarray]:
+    """(device, window start ts) -> probabilities of the window graph on the same readings,
+    for windows starting every `stride` readings (default: the hop, as served without resets;
+    1 gives every window a restarted device can produce)."""
     m = Manifest.load(deploy)
     session = ort.InferenceSession(str(deploy / "model.onnx"))
     mean = np.asarray(m.norm_mean, np.float32)
@@ -109,7 +113,7 @@ def offline_windows(deploy: Path, runs: list[Run]) -> dict[tuple[str, float], np
     out = {}
     for run in runs:
         x = (run.values - mean) / std
-        starts = list(range(0, len(x) - m.window + 1, m.hop))
+        starts = list(range(0, len(x) - m.window + 1, stride or m.hop))
         windows = np.stack([x[s : s + m.window] for s in starts]).astype(np.float32)
         logits = session.run(None, {"x": windows})[0].astype(np.float64)
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))

@@ -188,4 +188,4 @@ def test_reload_to_another_cell_resets_windows_and_serves_the_new_model(
     for key, probs in after.items():
         assert np.abs(np.asarray(windows[key]["probs"]) - probs).max() <= 1e-4
         assert windows[key]["model"].startswith("student-lstm")
-    assert "reset all windows" in caplog.text
+    assert "restarted 6 open windows" in caplog.text

@@ -15,16 +15,17 @@ from runtime.streams import StreamEngine
 from tests.runtime.helpers import offline_windows, select_runs
 
 
-def run_engine(deploy, runs, max_batch: int = 64, max_gap_s: float = 1.0):
+def run_engine(deploy, runs, max_batch: int = 64, **limits):
     manifest = Manifest.load(deploy)
     backend = open_backend(deploy, manifest)
     counts: collections.Counter = collections.Counter()
     engine = StreamEngine(
         manifest,
-        max_gap_s=max_gap_s,
+        sample_period_s=0.1,
         device_queue=10_000,
         max_batch=max_batch,
         count=lambda name, n: counts.update({name: n}),
+        **limits,
     )
     for run in runs:
         engine.add(run.run_id, Readings(run.ts, run.values), 0.0)
@@ -64,7 +65,7 @@ def test_gap_and_out_of_order_reset_the_device_only(deploy_dir, tiny_data) -> No
     ts[30:] += 10.0  # a 10 s gap before reading 30
     gapped = type(clean)(clean.run_id, ts, clean.values, clean.labels)
     _, results, counts, _ = run_engine(deploy, [gapped, other])
-    assert counts == {"reset_gap": 1}
+    assert counts == {"reset_gap": 1, "device_outages": 1}  # 99 lost readings > a window
     first = [r for r in results if r.device_id == clean.run_id]
     # windows of 20 with hop 5: readings 0-29 give 3 windows, 30-59 give 3 more
     assert len(first) == 6 and len([r for r in results if r.device_id == other.run_id]) == 9
@@ -74,8 +75,55 @@ def test_gap_and_out_of_order_reset_the_device_only(deploy_dir, tiny_data) -> No
     stale = type(clean)(clean.run_id, ts, clean.values, [])
     _, results, counts, _ = run_engine(deploy, [stale])
     # the stale reading restarts the timeline, so the next (current) one is a 3 s jump: a gap
-    assert counts == {"reset_out_of_order": 1, "reset_gap": 1}
+    assert counts == {"reset_out_of_order": 1, "reset_gap": 1, "device_outages": 1}
     assert len(results) == 5  # 5 windows in readings 0-39; 41-59 are 19 readings, too few
+
+
+def test_missing_readings_are_counted_and_every_window_stays_exact(deploy_dir, tiny_data) -> None:
+    deploy = deploy_dir("gru", None)
+    manifest = Manifest.load(deploy)
+    (clean,) = select_runs(tiny_data, manifest, count=1, length=90)
+    keep = [i for i in range(90) if i not in (30, 31)]  # two readings lost on the way
+    lossy = type(clean)(clean.run_id, clean.ts[keep], clean.values[keep], [])
+    engine, results, counts, _ = run_engine(deploy, [lossy])
+    assert counts == {"missing_readings": 2, "reset_gap": 1}
+    assert engine.most_missing(5) == {clean.run_id: 2}
+    # the windows restart at reading 32: each result is the window graph on 20 readings in a row
+    reference = offline_windows(deploy, [clean], stride=1)
+    assert results and all((r.device_id, r.start_ts) in reference for r in results)
+    assert max(np.abs(r.probs - reference[(r.device_id, r.start_ts)]).max() for r in results) < 1e-4
+    starts = {round(r.start_ts - clean.ts[0], 3) for r in results}
+    assert round(clean.ts[32] - clean.ts[0], 3) in starts
+    assert all(not (r.start_ts <= clean.ts[30] <= r.end_ts) for r in results)
+
+
+def test_device_cap_evicts_only_idle_devices_and_refuses_the_rest(deploy_dir, tiny_data) -> None:
+    deploy = deploy_dir("gru", None)
+    manifest = Manifest.load(deploy)
+    (run,) = select_runs(tiny_data, manifest, count=1, length=3)
+    counts: collections.Counter = collections.Counter()
+    evicted: list[str] = []
+    engine = StreamEngine(
+        manifest,
+        sample_period_s=0.1,
+        device_queue=100,
+        max_batch=64,
+        count=lambda name, n: counts.update({name: n}),
+        max_devices=3,
+        device_idle_s=10.0,
+        on_evict=evicted.append,
+    )
+    one = Readings(run.ts[:1], run.values[:1])
+    for i, device in enumerate(("a", "b", "c")):
+        engine.add(device, one, received=float(i))
+    engine.step_round(open_backend(deploy, manifest))
+    engine.add("a", Readings(run.ts[1:2], run.values[1:2]), received=5.0)  # a is fresh again
+    engine.add("d", one, received=9.0)  # full, and b (seen at 1 s) is idle for only 8 s
+    assert counts["dropped_device_limit"] == 1 and "d" not in engine.devices
+    engine.add("d", one, received=12.0)  # now b has been silent for 11 s: it goes
+    assert evicted == ["b"] and list(engine.devices) == ["c", "a", "d"]
+    assert engine.evict_idle(now=14.5) == 1 and evicted == ["b", "c"]
+    assert counts["evicted_devices"] == 2 and engine.open_windows == 1
 
 
 def test_a_redelivered_reading_is_dropped_without_a_reset(deploy_dir, tiny_data) -> None:
