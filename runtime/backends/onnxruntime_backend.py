@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 
 class OrtStepBackend:
-    """One InferenceSession over the step graph; one intra-op thread by default (see docs/ARCHITECTURE.md, "Facts measured")."""
+    """One InferenceSession over the step graph; one intra-op thread by default
+    (docs/ARCHITECTURE.md, "Facts measured": more threads are far slower on a busy 2-core box)."""
 
     def __init__(self, path: Path, manifest: Manifest, providers: list[str], threads: int = 1):
         import onnxruntime as ort
