@@ -100,6 +100,8 @@ class LimitsConfig:
 
     max_devices: int = 10_000  # devices with state; a new one evicts the stalest idle device
     device_idle_s: float = 600.0  # a device silent this long may be evicted
+    # ... and one that has not completed a window yet (a one-off or throwaway id) this long
+    new_device_idle_s: float = 5.0
     max_device_id_bytes: int = 128  # longer device ids are refused
     max_queued_readings: int = 200_000  # readings parsed and not yet stepped, all devices
 
@@ -189,6 +191,11 @@ class GatewayConfig:
             (self.outbox.resend_after_s > 0, "outbox.resend_after_s", "must be > 0"),
             (self.limits.max_devices >= 1, "limits.max_devices", "must be >= 1"),
             (self.limits.device_idle_s > 0, "limits.device_idle_s", "must be > 0"),
+            (
+                0 < self.limits.new_device_idle_s <= self.limits.device_idle_s,
+                "limits.new_device_idle_s",
+                "must be > 0 and <= limits.device_idle_s",
+            ),
             (
                 1 <= self.limits.max_device_id_bytes <= 60_000,
                 "limits.max_device_id_bytes",

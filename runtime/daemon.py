@@ -110,6 +110,7 @@ class Service:
             count=self.stats.count,
             max_devices=limits.max_devices,
             device_idle_s=limits.device_idle_s,
+            new_device_idle_s=limits.new_device_idle_s,
             on_evict=self._forget_device,
         )
 

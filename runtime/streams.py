@@ -12,9 +12,11 @@ Every published window is made of W consecutive readings. A timestamp step of mo
 device's windows restart at the reading after the gap. An out-of-order timestamp restarts them
 too; the same timestamp again is a counted duplicate (QoS 1 redelivers).
 
-Memory is bounded: at most `max_devices` devices have state. A new device evicts the least
-recently seen device when that one has been silent for `device_idle_s`, otherwise the new
-device's readings are refused (counted), so a flood of new ids never disturbs known devices.
+Memory is bounded: at most `max_devices` devices have state. A device may be evicted once it
+has been silent for `device_idle_s`, or for `new_device_idle_s` while it has not completed a
+window yet (a one-off or throwaway id). At the cap a new device evicts such a device among the
+least recently seen ones; when there is none its readings are refused (counted), so a flood of
+new ids never disturbs the devices that are streaming.
 
 All devices' pending readings are advanced in one backend call per round (rows = (device,
 window) pairs); a device contributes at most one reading per round so its own readings stay in
@@ -25,6 +27,7 @@ window owns a slot, and a round gathers and scatters the slots with one fancy in
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +37,8 @@ import numpy as np
 from runtime.backends.base import StepBackend
 from runtime.manifest import Manifest
 from runtime.parse import Readings, Reason
+
+EVICTION_SCAN = 16  # least recently seen devices looked at for one to evict at the cap
 
 
 @dataclass
@@ -64,6 +69,7 @@ class _Device:
     n: int = 0  # readings since the last reset
     last_ts: float | None = None
     missing: int = 0  # readings lost in gaps, since the device was first seen
+    proven: bool = False  # has completed a window
 
 
 class _StatePool:
@@ -111,6 +117,7 @@ class StreamEngine:
         gap_tolerance: float = 0.5,
         max_devices: int = 10_000,
         device_idle_s: float = 600.0,
+        new_device_idle_s: float = 5.0,
         on_evict: Callable[[str], None] = lambda device_id: None,
     ) -> None:
         self.window = manifest.window
@@ -122,6 +129,7 @@ class StreamEngine:
         self.count = count
         self.max_devices = max_devices
         self.device_idle_s = device_idle_s
+        self.new_device_idle_s = new_device_idle_s
         self.on_evict = on_evict
         self.mean = np.asarray(manifest.norm_mean, dtype=np.float32)
         self.std = np.asarray(manifest.norm_std, dtype=np.float32)
@@ -174,22 +182,28 @@ class StreamEngine:
         return moved
 
     def evict_idle(self, now: float) -> int:
-        """Forgets every device silent for device_idle_s (memory of ids that went quiet)."""
-        evicted = 0
-        while self.devices and self._evict_stalest(now):
-            evicted += 1
-        return evicted
+        """Forgets every device that may be evicted (memory of ids that went quiet)."""
+        idle = [d for d, dev in self.devices.items() if self._evictable(dev, now)]
+        for device_id in idle:
+            self._evict(device_id)
+        return len(idle)
 
     def _evict_stalest(self, now: float) -> bool:
-        """Evicts the least recently seen device if it is idle; False when none may go."""
-        device_id, dev = next(iter(self.devices.items()))
-        if dev.pending or now - dev.last_seen < self.device_idle_s:
-            return False
-        self._reset(dev)
-        del self.devices[device_id]
+        """Evicts one evictable device among the least recently seen; False when none may go."""
+        for device_id, dev in itertools.islice(self.devices.items(), EVICTION_SCAN):
+            if self._evictable(dev, now):
+                self._evict(device_id)
+                return True
+        return False
+
+    def _evictable(self, dev: _Device, now: float) -> bool:
+        limit = self.device_idle_s if dev.proven else self.new_device_idle_s
+        return not dev.pending and now - dev.last_seen >= limit
+
+    def _evict(self, device_id: str) -> None:
+        self._reset(self.devices.pop(device_id))
         self.count("evicted_devices", 1)
         self.on_evict(device_id)
-        return True
 
     def most_missing(self, n: int) -> dict[str, int]:
         """The n devices that lost the most readings (for the stats message)."""
@@ -283,6 +297,7 @@ class StreamEngine:
                 row += 1
             if dev.windows and dev.windows[0].steps == self.window:
                 self.pool.give(dev.windows.pop(0).slot)
+                dev.proven = True
         if not closing:
             return []
         z = logits[np.asarray(closing_rows)].astype(np.float64)

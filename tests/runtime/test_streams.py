@@ -111,6 +111,7 @@ def test_device_cap_evicts_only_idle_devices_and_refuses_the_rest(deploy_dir, ti
         count=lambda name, n: counts.update({name: n}),
         max_devices=3,
         device_idle_s=10.0,
+        new_device_idle_s=10.0,
         on_evict=evicted.append,
     )
     one = Readings(run.ts[:1], run.values[:1])
@@ -124,6 +125,36 @@ def test_device_cap_evicts_only_idle_devices_and_refuses_the_rest(deploy_dir, ti
     assert evicted == ["b"] and list(engine.devices) == ["c", "a", "d"]
     assert engine.evict_idle(now=14.5) == 1 and evicted == ["b", "c"]
     assert counts["evicted_devices"] == 2 and engine.open_windows == 1
+
+
+def test_a_streaming_device_outlives_a_flood_of_throwaway_ids(deploy_dir, tiny_data) -> None:
+    deploy = deploy_dir("gru", None)
+    manifest = Manifest.load(deploy)
+    (run,) = select_runs(tiny_data, manifest, count=1, length=manifest.window + 1)
+    backend = open_backend(deploy, manifest)
+    counts: collections.Counter = collections.Counter()
+    engine = StreamEngine(
+        manifest,
+        sample_period_s=0.1,
+        device_queue=100,
+        max_batch=64,
+        count=lambda name, n: counts.update({name: n}),
+        max_devices=50,
+        device_idle_s=600.0,
+        new_device_idle_s=1.0,
+    )
+    for i in range(manifest.window):  # the real device completes a window: it is proven
+        engine.add("real", Readings(run.ts[i : i + 1], run.values[i : i + 1]), received=0.0)
+        engine.step_round(backend)
+    one = Readings(run.ts[:1], run.values[:1])
+    for i in range(1_000):  # then goes quiet while throwaway ids arrive, 20 per second
+        engine.add(f"junk-{i}", one, received=2.0 + i / 20)
+        engine.step_round(backend)
+    assert "real" in engine.devices and len(engine.devices) == 50
+    assert counts["evicted_devices"] == 1_000 - 49 and counts["dropped_device_limit"] == 0
+    for i in range(60):  # a burst: only the 29 ids silent for 1 s (junk-951..979) make room
+        engine.add(f"burst-{i}", one, received=2.0 + 999 / 20)
+    assert counts["dropped_device_limit"] == 31 and "real" in engine.devices
 
 
 def test_a_redelivered_reading_is_dropped_without_a_reset(deploy_dir, tiny_data) -> None:
