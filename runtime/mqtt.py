@@ -7,7 +7,8 @@ paho, where it would end the network thread for good: it goes to `on_error` inst
 
 Liveness: the processing loop publishes a small heartbeat to the gateway's own heartbeat topic,
 which this client is subscribed to; its echo (or any message) proves that the network thread
-still reads. `stalled()` says why the network side is not making progress, if it is not.
+still reads. `stalled()` says why the network side is not making progress, if it is not. Until
+a first echo has arrived (a broker ACL may filter it) only the thread's being alive counts.
 """
 
 from __future__ import annotations
@@ -74,7 +75,11 @@ class MqttLink:
         self.status_topic = cfg.topic(cfg.topics.status)
         self.heartbeat_topic = cfg.topic(cfg.topics.heartbeat)
         self.heard = time.monotonic()  # newest message of any kind (network thread progress)
-        self.heartbeat_echoes = True  # False when the broker refuses the heartbeat subscription
+        # True from the first echo on: Mosquitto grants a subscription its ACL then filters, so
+        # only an echo that arrived proves the broker delivers it
+        self.heartbeat_echoes = False
+        self._connected_at = 0.0
+        self._warned_no_echo = False
         self.connect_failures = 0  # since the last successful connection
         self._network_thread: threading.Thread | None = None
         self._connect_log = RateLimitedLog(log, cfg.log_every_s)
@@ -163,12 +168,24 @@ class MqttLink:
         """Why the network side makes no progress, or None while it does."""
         if self.network_thread_ended:
             return "the MQTT network thread has ended"
-        if not (self.connected.is_set() and self.heartbeat_echoes):
+        if not self.connected.is_set():
             return None  # paho is (re)connecting: its thread is alive, the broker is away
+        if not self.heartbeat_echoes:
+            self._warn_no_echo(now, stall_after_s)
+            return None
         silent = now - self.heard
         if silent > stall_after_s:
             return f"no heartbeat echo for {silent:.0f} s while connected"
         return None
+
+    def _warn_no_echo(self, now: float, stall_after_s: float) -> None:
+        if not self._warned_no_echo and now - self._connected_at > stall_after_s:
+            self._warned_no_echo = True
+            log.warning(
+                "no echo of %s since connecting: the watchdog checks only that the network "
+                "thread is alive; allow this gateway to read that topic in the broker's ACL",
+                self.heartbeat_topic,
+            )
 
     @property
     def network_thread_ended(self) -> bool:
@@ -230,7 +247,7 @@ class MqttLink:
             )
             return
         self.connect_failures = 0
-        self.heard = time.monotonic()
+        self.heard = self._connected_at = time.monotonic()
         log.info("connected to the broker (session present: %s)", bool(flags.session_present))
         client.subscribe(
             [(self.cfg.topics.sensors, self.cfg.topics.sensor_qos), (self.heartbeat_topic, 0)]
@@ -246,16 +263,21 @@ class MqttLink:
                 self.cfg.topics.sensors,
                 reason_codes[0],
             )
-        echoes = len(reason_codes) > 1 and not reason_codes[1].is_failure
-        if not echoes and self.heartbeat_echoes:
-            log.warning(
-                "the broker refused the subscription to %s: the watchdog then checks only that "
-                "the network thread is alive; allow it in the broker's ACL",
-                self.heartbeat_topic,
-            )
-        self.heartbeat_echoes = echoes
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not self.connected.is_set():
+            # closed before a CONNACK: e.g. TLS 1.3, where a refused client certificate only
+            # shows on the first read after a handshake that looked fine
+            self.connect_failures += 1
+            self._connect_log.warning(
+                "connect",
+                "connection to %s failed: closed by the broker before CONNACK (%s); "
+                "retrying in %d s",
+                self.broker_url,
+                reason_code,
+                self._next_retry_s(),
+            )
+            return
         self.connected.clear()
         if reason_code.is_failure:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
@@ -268,6 +290,7 @@ class MqttLink:
             self.heard = received = time.monotonic()
             topic = message.topic
             if topic == self.heartbeat_topic:
+                self.heartbeat_echoes = True
                 return
             levels = topic.split("/")
             if len(levels) != self._levels:

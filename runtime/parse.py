@@ -1,7 +1,13 @@
 """Sensor message decoding: JSON (single reading or chunk, list or named values) and binary.
 
 These functions run on paho's network thread, so they only decode and check; they never
-normalize, infer or block. A bad message becomes a `Reason`, never an exception.
+normalize, infer or block. A bad message becomes a `Reason`, never an exception, whatever the
+bytes: each check names what is wrong so the counters tell a broken sender from a hostile one.
+
+JSON numbers all decode to Python floats (integers included, so a 5000-digit integer costs a
+float parse, not big-int arithmetic, and overflows to inf like 1e400 does). Only floats are
+accepted where a number is required: numpy would silently turn true, "1.5" and null into
+numbers, so types are checked before it sees the rows.
 
 Binary layout (little-endian), for high rates:
     header  : 2 bytes magic b"EL", uint8 version (1), uint8 flags (0), uint16 count N
@@ -12,6 +18,7 @@ so one reading of 24 features is 6 + 8 + 96 = 110 bytes.
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import math
 import struct
@@ -23,6 +30,8 @@ BINARY_MAGIC = b"EL"
 BINARY_VERSION = 1
 _HEADER = struct.Struct("<2sBBH")
 F32_MAX = float(np.finfo(np.float32).max)
+_FLOAT = frozenset({float})
+_LIST = frozenset({list})
 
 
 class Reason(str, enum.Enum):
@@ -31,7 +40,10 @@ class Reason(str, enum.Enum):
     NOT_JSON = "not_json"
     BAD_SCHEMA = "bad_schema"
     WRONG_LENGTH = "wrong_length"
-    NON_FINITE = "non_finite"
+    NON_FINITE = "non_finite"  # NaN, Infinity, -Infinity (JSON literals or binary values)
+    OUT_OF_RANGE = "out_of_range"  # a number too large for float32 (values) or float64 (ts)
+    BAD_TYPE = "bad_type"  # a boolean, string, null, array or object where a number belongs
+    TOO_DEEP = "too_deep"  # nesting deeper than the JSON decoder recurses
     UNKNOWN_FEATURE = "unknown_feature"
     OVERSIZED = "oversized"
     BAD_BINARY = "bad_binary"
@@ -70,6 +82,42 @@ class Readings:
         return len(self.ts)
 
 
+def _non_finite_literal(_: str) -> float:
+    """NaN, Infinity and -Infinity all decode to NaN.
+
+    That keeps the literals (non_finite) apart from number literals too large for a float,
+    which decode to +-inf (out_of_range), with no type other than float in the tree.
+    """
+    return math.nan
+
+
+_DECODER = json.JSONDecoder(parse_int=float, parse_constant=_non_finite_literal)
+
+
+def _decode(payload: bytes) -> object:
+    """Payload bytes to a JSON tree, or the reason it is not one.
+
+    The encoding is detected as `json.loads` does; the decoder is built once because
+    `json.loads` with hooks builds a new one per call, which doubles the cost of a reading.
+    """
+    try:
+        text = payload.decode(json.detect_encoding(payload), "surrogatepass")
+        return _DECODER.decode(text)
+    except RecursionError:
+        return Reason.TOO_DEEP
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return Reason.NOT_JSON
+
+
+def _number_reason(numbers: list) -> Reason | None:
+    """Why a list of decoded JSON numbers is not all finite floats, or None if it is."""
+    if set(map(type, numbers)) != _FLOAT:
+        return Reason.BAD_TYPE
+    if all(map(math.isfinite, numbers)):
+        return None
+    return Reason.NON_FINITE if any(map(math.isnan, numbers)) else Reason.OUT_OF_RANGE
+
+
 class Parser:
     """Decodes payloads for one feature list; built once per manifest."""
 
@@ -78,64 +126,72 @@ class Parser:
         self.n_features = len(features)
         self.index = {name: i for i, name in enumerate(features)}
         self.max_payload_bytes = max_payload_bytes
+        self._width = frozenset({self.n_features})
         self._binary_row = np.dtype([("ts", "<f8"), ("v", "<f4", (self.n_features,))])
 
     def parse(self, payload: bytes) -> Readings | Reason:
+        """The readings of one message, or why it was refused; never raises."""
         if len(payload) > self.max_payload_bytes:
             return Reason.OVERSIZED
         if payload[:2] == BINARY_MAGIC:
             return self._parse_binary(payload)
-        try:
-            msg = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            return Reason.NOT_JSON
+        msg = _decode(payload)
+        if isinstance(msg, Reason):
+            return msg
         if not isinstance(msg, dict) or "ts" not in msg or "values" not in msg:
             return Reason.BAD_SCHEMA
         ts, values = msg["ts"], msg["values"]
-        if isinstance(ts, list):
-            if not isinstance(values, list) or len(values) != len(ts) or not ts:
-                return Reason.BAD_SCHEMA
-            rows = values
-            stamps = ts
-        else:
-            rows = [values]
-            stamps = [ts]
-        return self._readings(stamps, rows)
+        if type(ts) is not list:
+            return self._readings([ts], [values])
+        if type(values) is not list or len(values) != len(ts) or not ts:
+            return Reason.BAD_SCHEMA
+        return self._readings(ts, values)
 
     def _readings(self, stamps: list, rows: list) -> Readings | Reason:
-        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in stamps):
-            return Reason.BAD_SCHEMA
-        if not all(math.isfinite(t) for t in stamps):
-            return Reason.NON_FINITE
-        try:  # fast path: plain lists of numbers, converted in one call
-            wide = np.array(rows, dtype=np.float64)
-        except (TypeError, ValueError):
-            wide = None
-        if wide is None or wide.shape != (len(rows), self.n_features):
+        reason = _number_reason(stamps)
+        if reason is not None:
+            return reason
+        wide = self._plain_rows(rows)
+        if wide is None:
             wide = np.empty((len(rows), self.n_features), dtype=np.float64)
             reason = self._fill_rows(wide, rows)
             if reason is not None:
                 return reason
-        # NaN fails the comparison too; values beyond float32 would become inf
-        if not np.abs(wide).max() <= F32_MAX:
-            return Reason.NON_FINITE
-        return Readings(np.asarray(stamps, dtype=np.float64), wide.astype(np.float32))
+        # NaN (a literal) fails the comparison too; beyond float32 a value would become inf
+        peak = np.abs(wide).max()
+        if not peak <= F32_MAX:
+            return Reason.NON_FINITE if math.isnan(peak) else Reason.OUT_OF_RANGE
+        return Readings(np.array(stamps, dtype=np.float64), wide.astype(np.float32))
+
+    def _plain_rows(self, rows: list) -> np.ndarray | None:
+        """The common case, lists of F floats, checked in C-speed passes and converted in one
+        call; None sends anything else to the row-by-row path, which names the problem."""
+        if (
+            set(map(type, rows)) == _LIST
+            and set(map(len, rows)) == self._width
+            and set(map(type, itertools.chain.from_iterable(rows))) == _FLOAT
+        ):
+            return np.array(rows, dtype=np.float64)
+        return None
 
     def _fill_rows(self, out: np.ndarray, rows: list) -> Reason | None:
-        for i, row in enumerate(rows):
-            if isinstance(row, dict):
-                reason = self._fill_named(out[i], row)
-                if reason is not None:
-                    return reason
-                continue
-            if not isinstance(row, list):
-                return Reason.BAD_SCHEMA
-            if len(row) != self.n_features:
-                return Reason.WRONG_LENGTH
-            try:
-                out[i] = row
-            except (TypeError, ValueError):
-                return Reason.BAD_SCHEMA
+        for dest, row in zip(out, rows, strict=True):
+            if type(row) is dict:
+                reason = self._fill_named(dest, row)
+            elif type(row) is list:
+                reason = self._fill_list(dest, row)
+            else:
+                reason = Reason.BAD_SCHEMA
+            if reason is not None:
+                return reason
+        return None
+
+    def _fill_list(self, dest: np.ndarray, row: list) -> Reason | None:
+        if len(row) != self.n_features:
+            return Reason.WRONG_LENGTH
+        if set(map(type, row)) != _FLOAT:
+            return Reason.BAD_TYPE
+        dest[:] = row
         return None
 
     def _fill_named(self, dest: np.ndarray, row: dict) -> Reason | None:
@@ -143,11 +199,9 @@ class Parser:
             return Reason.UNKNOWN_FEATURE
         if len(row) != self.n_features:
             return Reason.WRONG_LENGTH
-        try:
-            for name, value in row.items():
-                dest[self.index[name]] = value
-        except (TypeError, ValueError):
-            return Reason.BAD_SCHEMA
+        if set(map(type, row.values())) != _FLOAT:
+            return Reason.BAD_TYPE
+        dest[[self.index[name] for name in row]] = list(row.values())
         return None
 
     def _parse_binary(self, payload: bytes) -> Readings | Reason:

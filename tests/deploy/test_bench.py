@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from bench import summarize
 from bench.plots import tradeoff_plot
 from bench.run import benchmark_names, check_runs_dir, run_one
 from edge_lstm.errors import EdgeLstmError
+from edge_lstm.local_broker import find_mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,3 +79,25 @@ def test_tradeoff_plot_skips_rows_without_latency(tmp_path: Path) -> None:
     assert path.stat().st_size > 10_000
     with pytest.raises(ValueError):
         tradeoff_plot(rows[2:], tmp_path / "none.png", "test")
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(find_mosquitto() is None, reason="needs a mosquitto binary")
+def test_rss_bench_runs_small_and_writes_its_figures(tmp_path: Path, tiny_deploy_dir) -> None:
+    """`python -m bench.rss --devices N` is the quick form of the 100k-id memory figure."""
+    assert "rss" in benchmark_names()
+    out = tmp_path / "rss.json"
+    command = [
+        sys.executable, "-m", "bench.rss", "--runs", str(tmp_path), "--model-dir",
+        str(tiny_deploy_dir), "--devices", "300", "--max-devices", "100", "--out", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["max_devices"] == 100 and figures["baseline_rss_mb"] > 0
+    assert [s["ids_sent"] for s in figures["steps"]] == [75, 100, 150, 300]
+    keys = {"ids_sent", "devices", "rss_mb", "ratio_to_baseline", "growth_from_cap_mb"}
+    for step in figures["steps"]:
+        assert keys <= set(step) and step["rss_mb"] > 0
+    assert figures["cap_point_ids"] == 100 and figures["growth_after_cap_mb"] is not None
+    assert "RSS MB" in result.stdout

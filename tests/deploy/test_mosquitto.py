@@ -1,4 +1,5 @@
-"""The Mosquitto examples in deploy/mosquitto/ run on the real broker and enforce the ACL."""
+"""The Mosquitto examples in deploy/mosquitto/ run on the real broker, enforce the ACL and
+refuse packets bigger than the gateway could accept."""
 
 from __future__ import annotations
 
@@ -319,3 +320,63 @@ def test_local_conf_serves_anonymous_loopback(tmp_path: Path, start_broker) -> N
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def _max_packet_size(conf: Path) -> int | None:
+    sizes = [
+        int(line.split()[1])
+        for line in conf.read_text().splitlines()
+        if line.split(" ", 1)[0] == "max_packet_size"
+    ]
+    return sizes[-1] if sizes else None
+
+
+def _gateway_defaults() -> tuple[int, int]:
+    """(max_payload_bytes, limits.max_device_id_bytes) of a gateway config left at defaults."""
+    from runtime.config import GatewayConfig, LimitsConfig
+
+    payload = GatewayConfig.__dataclass_fields__["max_payload_bytes"].default
+    return payload, LimitsConfig().max_device_id_bytes
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFS.glob("*.conf")))
+def test_every_shipped_config_limits_the_packet_size(name: str) -> None:
+    """Without a limit the broker queues any size for the gateway, which then drops it."""
+    size = _max_packet_size(CONFS / name)
+    max_payload, _ = _gateway_defaults()
+    assert size is not None, f"{name} does not set max_packet_size"
+    assert size >= max_payload + 1024, f"{name}: {size} leaves no room for topic and header"
+
+
+def test_local_conf_disconnects_a_client_sending_a_packet_over_the_limit(
+    tmp_path: Path, start_broker
+) -> None:
+    port = _free_port()
+    conf = _localized(CONFS / "local.conf", tmp_path, port, {})
+    limit = _max_packet_size(conf)
+    assert limit is not None
+    start_broker(conf, port)
+    max_payload, max_id = _gateway_defaults()
+    subscriber, received, rc = _connect(port)
+    assert subscriber is not None, rc
+    publisher, _, rc = _connect(port)
+    assert publisher is not None, rc
+    marker_client, _, rc = _connect(port)
+    assert marker_client is not None, rc
+    dropped: queue.Queue = queue.Queue()
+    publisher.on_disconnect = lambda c, u, f, reason, p: dropped.put(reason)
+    try:
+        _subscribe(subscriber, "sensors/#")
+        largest = f"sensors/{'d' * max_id}/data"  # the biggest reading the gateway accepts
+        _publish(publisher, largest, b"x" * max_payload)
+        assert _until(received, largest) == [largest]
+
+        publisher.publish("sensors/big/data", b"x" * limit, qos=1)
+        reason = dropped.get(timeout=5)
+        assert reason.value == 0x95, f"expected 'Packet too large', got {reason}"
+        _publish(marker_client, "sensors/after/data", b"{}")
+        assert _until(received, "sensors/after/data") == ["sensors/after/data"]
+    finally:
+        for client in (subscriber, publisher, marker_client):
+            client.disconnect()
+            client.loop_stop()
