@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from runtime.errors import ManifestError
 
 SCHEMA_VERSION = 1
@@ -103,6 +105,10 @@ class Manifest:
     def state_shape(self, batch: int) -> tuple[int, int, int]:
         """Shape of each recurrent state tensor: [layers, batch, hidden]."""
         return (self.layers, batch, self.hidden_size)
+
+    def zero_state(self, batch: int) -> tuple[np.ndarray, ...]:
+        """The state every window starts from: zeros, one float32 array per state tensor."""
+        return tuple(np.zeros(self.state_shape(batch), np.float32) for _ in self.state_names)
 
     @property
     def max_open_windows(self) -> int:
