@@ -22,7 +22,6 @@ from torch import nn
 
 from converters.comparison import ComparisonRow, reset_comparison, update_comparison
 from converters.errors import ConverterError
-from converters.evaluate import align_windows
 from converters.kd_loss import make_kd_loss_fn
 from edge_lstm.checkpoint import (
     WEIGHTS_FILE,
@@ -33,6 +32,7 @@ from edge_lstm.checkpoint import (
 )
 from edge_lstm.config import Config, StudentConfig, TrainConfig
 from edge_lstm.data import PreparedData, prepare_data
+from edge_lstm.data.alignment import align_windows
 from edge_lstm.data.normalization import Normalization
 from edge_lstm.latency import torch_window_latency
 from edge_lstm.metrics import compute_metrics, headline, softmax

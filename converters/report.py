@@ -331,9 +331,9 @@ class Offline:
 
 def evaluate_offline(artifact: Path, data_path: Path, runs: list[str]) -> Offline:
     """Runs the served artifact (same file, same step graph) over the test windows offline."""
-    from converters.evaluate import align_labels, align_windows
     from converters.predictors import open_predictor
     from edge_lstm.config import config_from_dict
+    from edge_lstm.data.alignment import align_labels, align_windows
     from edge_lstm.data.prepare import prepare_data
 
     predictor = open_predictor(artifact)

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from converters.evaluate import align_labels, align_windows, evaluate_artifact
+from converters.evaluate import evaluate_artifact
 from converters.predictors import open_predictor
 from edge_lstm.checkpoint import read_meta
+from edge_lstm.data.alignment import align_labels, align_windows
 from edge_lstm.data.normalization import Normalization
 from edge_lstm.errors import EdgeLstmError
 from tests.conftest import run_cli
