@@ -6,6 +6,8 @@ Every error names the file and the dotted key, so a typo on a gateway fails in o
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,67 +246,53 @@ class GatewayConfig:
                 raise ConfigError(f"{self.source}: {key}: {message}")
 
 
-_SECTIONS: dict[str, type] = {
-    "broker": BrokerConfig,
-    "topics": TopicsConfig,
-    "batching": BatchingConfig,
-    "debounce": DebounceConfig,
-    "outbox": OutboxConfig,
-    "limits": LimitsConfig,
-    "liveness": LivenessConfig,
-    "tls": TlsConfig,
+_SCALARS: dict[type, tuple[type, ...]] = {
+    bool: (bool,),
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+    Path: (str,),
 }
-_PATHS = ("model_dir", "state_dir")
 
 
 def _build(cls: type, raw: Any, where: str, source: str) -> Any:
-    """Instantiates a config dataclass from a mapping, refusing unknown keys and wrong types."""
+    """Instantiates a config dataclass from a mapping, refusing unknown keys and wrong types;
+    what each key accepts is read from the dataclass's own type hints."""
     label = where or "<top level>"
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {label}: expected a mapping")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    unknown = sorted(set(raw) - set(fields))
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(raw) - fields)
     if unknown:
         raise ConfigError(
             f"{source}: {where + '.' if where else ''}{unknown[0]}: unknown key "
             "(check the spelling against configs/gateway.yaml)"
         )
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        key = f"{where}.{name}" if where else name
-        if name in _SECTIONS and value is not None:
-            values[name] = _build(_SECTIONS[name], value, key, source)
-        elif name in _PATHS:
-            values[name] = Path(value) if value is not None else None
-        else:
-            values[name] = _checked_scalar(fields[name], value, key, source)
+    values = {
+        name: _value(hints[name], value, f"{where}.{name}" if where else name, source)
+        for name, value in raw.items()
+    }
     try:
         return cls(**values)
     except TypeError as exc:
         raise ConfigError(f"{source}: {label}: {exc}") from None
 
 
-def _checked_scalar(f: dataclasses.Field, value: Any, key: str, source: str) -> Any:
-    """Catches type slips such as `port: "1883x"` or `k: 2.5` with the key named."""
-    annotation = str(f.type)
+def _value(hint: Any, value: Any, key: str, source: str) -> Any:
+    """One key's value checked against its type hint (`T`, or `T | None`)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    kind = next(t for t in options if t is not type(None))
     if value is None:
-        if "None" not in annotation:
+        if type(None) not in options:
             raise ConfigError(f"{source}: {key}: must not be null")
         return None
-    if annotation.startswith("bool"):
-        ok = isinstance(value, bool)
-    elif annotation.startswith("int"):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif annotation.startswith("float"):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif annotation.startswith("str"):
-        ok = isinstance(value, str)
-    else:
-        ok = True
-    if not ok:
-        raise ConfigError(f"{source}: {key}: expected {annotation}, got {value!r}")
-    return value
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, key, source)
+    accepted = _SCALARS[kind]
+    if not isinstance(value, accepted) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{source}: {key}: expected {kind.__name__}, got {value!r}")
+    return kind(value)
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> GatewayConfig:

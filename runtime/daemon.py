@@ -43,6 +43,7 @@ DRAIN_BUDGET_S = 0.5  # of the 2 s a SIGTERM may take: finishing queued readings
 ACK_WAIT_S = 0.2  # then waiting for PUBACKs of the last alerts (the outbox keeps the rest)
 IDLE_WAIT_S = 0.05  # longest sleep of an idle loop (bounds signal and stats latency)
 EXIT_NETWORK_DEAD = 3  # the MQTT network thread ended: exit so the service manager restarts us
+LIVE_TS_S = 3_600.0  # a window end older than this is a recorded timestamp, not a live one
 MOST_MISSING = 10  # devices listed by missing readings in the stats message
 ALERT_ID_NAMESPACE = uuid.UUID("6f1c1a52-2b1e-4b57-9a3e-0c6d1f0e7a41")
 LOSS_HINT = (
@@ -320,7 +321,9 @@ class Service:
             self.debouncer.active(result.device_id),
         )
         self.stats.count("alerts" if event.kind == "raised" else "clears")
-        self.stats.observe("reading_to_alert", max(time.time() - result.end_ts, 0.0))
+        age = time.time() - result.end_ts
+        if 0.0 <= age <= LIVE_TS_S:  # recorded timestamps (a replay) say nothing about latency
+            self.stats.observe("reading_to_alert", age)
         log.info(
             "%s %s on %s (confidence %.2f)",
             event.kind,

@@ -27,6 +27,7 @@ class Stats:
         self.latency: dict[str, collections.deque] = {
             s: collections.deque(maxlen=RING) for s in STAGES
         }
+        self.totals: dict[str, list[float]] = {s: [0, 0.0] for s in STAGES}  # count, sum (s)
         self.gauges: dict[str, float] = {}
         self.started = time.monotonic()
         self._last_time = self.started
@@ -38,9 +39,9 @@ class Stats:
 
     def observe(self, stage: str, seconds: float) -> None:
         self.latency[stage].append(seconds * 1000.0)
-
-    def observe_many(self, stage: str, seconds: np.ndarray) -> None:
-        self.latency[stage].extend((np.asarray(seconds) * 1000.0).tolist())
+        total = self.totals[stage]
+        total[0] += 1
+        total[1] += seconds
 
     def gauge(self, name: str, value: float) -> None:
         self.gauges[name] = value
@@ -98,10 +99,15 @@ def log_line(snap: dict[str, Any]) -> str:
     )
 
 
+QUANTILES = (0.5, 0.95, 0.99)
+
+
 def start_prometheus(stats: Stats, port: int) -> None:
-    """Serves the stats on http://127.0.0.1:port/metrics (needs prometheus-client)."""
+    """Serves the stats on http://127.0.0.1:port/metrics (needs prometheus-client): counters,
+    gauges, and each latency stage as a Summary in seconds by the usual convention
+    (`{quantile="0.5"}` over the recent samples, `_count` and `_sum` since start)."""
     from prometheus_client import start_http_server
-    from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 
     class _Collector:
         def collect(self):
@@ -112,15 +118,23 @@ def start_prometheus(stats: Stats, port: int) -> None:
             for name, value in stats.gauges.items():
                 yield GaugeMetricFamily(f"edgelstm_{name}", f"current {name}", value=value)
             for stage in STAGES:
-                pct = stats.percentiles(stage)
-                if pct is None:
-                    continue
-                family = GaugeMetricFamily(
-                    f"edgelstm_latency_{stage}_ms", f"{stage} latency (ms)", labels=["quantile"]
-                )
-                for q in ("p50", "p95", "p99", "max"):
-                    family.add_metric([q], pct[q])
-                yield family
+                yield from _latency_families(stats, stage, Metric, GaugeMetricFamily)
 
     REGISTRY.register(_Collector())
     start_http_server(port, addr="127.0.0.1")
+
+
+def _latency_families(stats: Stats, stage: str, metric: type, gauge: type):
+    """The Summary of one stage, and its recent maximum as a gauge."""
+    name = f"edgelstm_latency_{stage}_seconds"
+    summary = metric(name, f"{stage} latency (recent quantiles)", "summary")
+    samples = np.fromiter(stats.latency[stage], dtype=np.float64) / 1000.0
+    if samples.size:
+        for q, value in zip(QUANTILES, np.quantile(samples, QUANTILES), strict=True):
+            summary.add_sample(name, {"quantile": str(q)}, float(value))
+    count, total = stats.totals[stage]
+    summary.add_sample(f"{name}_count", {}, count)
+    summary.add_sample(f"{name}_sum", {}, total)
+    yield summary
+    if samples.size:
+        yield gauge(f"{name}_max", f"{stage} latency, recent maximum", value=float(samples.max()))

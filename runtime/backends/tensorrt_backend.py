@@ -47,11 +47,6 @@ class _EngineIO:
         else:
             self.names = [engine.get_binding_name(i) for i in range(engine.num_bindings)]
 
-    def is_input(self, name: str) -> bool:
-        if self.named:
-            return self.engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT
-        return self.engine.binding_is_input(self.names.index(name))
-
     def dtype(self, name: str) -> np.dtype:
         if self.named:
             return np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))

@@ -58,4 +58,14 @@ def test_stats_snapshot_and_prometheus_endpoint() -> None:
     start_prometheus(stats, port)
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "edgelstm_readings_total 500.0" in body
-    assert 'edgelstm_latency_infer_ms{quantile="p99"}' in body
+    summary = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in body.splitlines()
+        if line.startswith("edgelstm_latency_infer_seconds")
+    }
+    assert summary['edgelstm_latency_infer_seconds{quantile="0.5"}'] == pytest.approx(0.0505)
+    assert summary['edgelstm_latency_infer_seconds{quantile="0.99"}'] == pytest.approx(0.09901)
+    assert summary["edgelstm_latency_infer_seconds_count"] == 100
+    assert summary["edgelstm_latency_infer_seconds_sum"] == pytest.approx(5.05)
+    assert summary["edgelstm_latency_infer_seconds_max"] == pytest.approx(0.1)
+    assert "# TYPE edgelstm_latency_infer_seconds summary" in body
