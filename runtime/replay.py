@@ -19,12 +19,21 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from runtime.config import parse_host_port
 from runtime.errors import EdgeRuntimeError
+from runtime.manifest import Manifest
 from runtime.parse import encode_binary, encode_json
 
 log = logging.getLogger(__name__)
 
-RUN_COLUMN, TS_COLUMN, LABEL_COLUMN = "run_id", "ts", "label"
+
+@dataclass(frozen=True)
+class Columns:
+    """Names of the long-format columns (a training config's data.run_column, ...)."""
+
+    run: str = "run_id"
+    ts: str = "ts"
+    label: str = "label"
 
 
 @dataclass
@@ -56,28 +65,36 @@ def _read_columns(path: Path) -> dict[str, list]:
 
 
 def load_runs(
-    path: Path, features: list[str] | None = None, runs: list[str] | None = None
+    path: Path,
+    features: list[str] | None = None,
+    runs: list[str] | None = None,
+    columns: Columns = Columns(),
 ) -> tuple[list[str], list[Run]]:
-    """Reads long-format readings (run_id, ts, feature columns, optional label) into runs.
+    """Reads long-format readings (run id, ts, feature columns, optional label) into runs.
 
     `features` fixes the value order (a manifest's feature list); by default every column
-    other than run_id/ts/label, in file order. `runs` selects and orders run ids.
+    other than the run id, ts and label columns, in file order. `runs` selects and orders run
+    ids.
     """
     path = Path(path)
     if not path.is_file():
         raise EdgeRuntimeError(f"{path}: data file not found")
-    columns = _read_columns(path)
-    missing = [c for c in (RUN_COLUMN, TS_COLUMN) if c not in columns]
+    table = _read_columns(path)
+    missing = [c for c in (columns.run, columns.ts) if c not in table]
     if missing:
-        raise EdgeRuntimeError(f"{path}: missing column(s) {missing}")
-    names = features or [c for c in columns if c not in (RUN_COLUMN, TS_COLUMN, LABEL_COLUMN)]
-    absent = [c for c in names if c not in columns]
+        raise EdgeRuntimeError(
+            f"{path}: missing column(s) {missing}; name the columns with --run-column and "
+            "--ts-column (or --config)"
+        )
+    own = (columns.run, columns.ts, columns.label)
+    names = features or [c for c in table if c not in own]
+    absent = [c for c in names if c not in table]
     if absent:
         raise EdgeRuntimeError(f"{path}: the model's features {absent[:3]} are not columns")
-    run_ids = np.asarray([str(r) for r in columns[RUN_COLUMN]])
-    ts = np.asarray(columns[TS_COLUMN], dtype=np.float64)
-    values = np.column_stack([np.asarray(columns[c], dtype=np.float32) for c in names])
-    labels = np.asarray([str(v) for v in columns.get(LABEL_COLUMN, [""] * len(ts))])
+    run_ids = np.asarray([str(r) for r in table[columns.run]])
+    ts = np.asarray(table[columns.ts], dtype=np.float64)
+    values = np.column_stack([np.asarray(table[c], dtype=np.float32) for c in names])
+    labels = np.asarray([str(v) for v in table.get(columns.label, [""] * len(ts))])
     wanted = runs if runs is not None else list(dict.fromkeys(run_ids.tolist()))
     out = []
     for run_id in wanted:
@@ -87,6 +104,14 @@ def load_runs(
         order = np.argsort(ts[mask], kind="stable")
         out.append(Run(run_id, ts[mask][order], values[mask][order], labels[mask][order].tolist()))
     return names, out
+
+
+def rate_for_speedup(runs: list[Run], speedup: float, source: Path) -> float:
+    """Readings per second per device that replay the data `speedup` times its own rate."""
+    period = float(np.median(np.concatenate([np.diff(r.ts) for r in runs])))
+    if not period > 0:
+        raise EdgeRuntimeError(f"{source}: cannot infer the sample period from timestamps")
+    return speedup / period
 
 
 def device_ids(runs: list[Run], devices: int) -> list[tuple[str, Run]]:
@@ -199,3 +224,58 @@ class Replayer:
             time.sleep(0.01)
         self.client.disconnect()
         self.client.loop_stop()
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """Everything `edgelstm replay` is asked to do (its options, by name)."""
+
+    data: Path
+    broker: str = "127.0.0.1:1883"
+    devices: int | None = None
+    rate: float | None = None
+    speedup: float | None = None
+    binary: bool = False
+    chunk: int = 1
+    run_ids: str | None = None  # comma-separated
+    split: str | None = None
+    config_path: Path | None = None
+    model_dir: Path | None = None
+    run_column: str = "run_id"
+    ts_column: str = "ts"
+    label_column: str = "label"
+    limit: int | None = None
+    max_seconds: float | None = None
+    qos: int = 0
+    live_ts: bool = False
+    topic: str = "sensors/{device_id}/data"
+
+    def problem(self) -> str | None:
+        """What makes the request impossible, in the words of its options."""
+        if self.rate is not None and self.speedup is not None:
+            return "give --rate or --speedup, not both"
+        if (self.split is None) != (self.config_path is None):
+            return "--split and --config go together"
+        if "{device_id}" not in self.topic:
+            return "--topic needs {device_id}"
+        return None
+
+
+def replay_dataset(request: ReplayRequest) -> dict:
+    """Loads the runs, paces and publishes them; returns Replayer.replay's summary."""
+    features = Manifest.load(request.model_dir).features if request.model_dir else None
+    columns = Columns(request.run_column, request.ts_column, request.label_column)
+    run_ids = request.run_ids.split(",") if request.run_ids else None
+    _, runs = load_runs(request.data, features, run_ids, columns)
+    rate = request.rate
+    if request.speedup is not None:
+        rate = rate_for_speedup(runs, request.speedup, request.data)
+    host, port = parse_host_port(request.broker)
+    publisher = Replayer(
+        host, port, request.topic, request.qos, request.binary, request.chunk, request.live_ts
+    )
+    try:
+        devices = device_ids(runs, request.devices or len(runs))
+        return publisher.replay(devices, rate, request.limit, request.max_seconds)
+    finally:
+        publisher.close()
