@@ -72,6 +72,7 @@ class MqttLink:
         self.on_error = on_error
         self.on_ack = on_ack  # wakes the processing loop so a PUBACK is settled at once
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker granted the sensor subscription
         self.status_topic = cfg.topic(cfg.topics.status)
         self.heartbeat_topic = cfg.topic(cfg.topics.heartbeat)
         self.heard = time.monotonic()  # newest message of any kind (network thread progress)
@@ -144,7 +145,8 @@ class MqttLink:
         log.info("connecting to %s as %s", self.broker_url, self.cfg.client_id)
 
     def wait_connected(self, timeout_s: float) -> bool:
-        return self.connected.wait(timeout_s)
+        """True once connected and subscribed: readings published from then on arrive."""
+        return self.subscribed.wait(timeout_s)
 
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
@@ -256,6 +258,8 @@ class MqttLink:
         self.connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if reason_codes and not reason_codes[0].is_failure:
+            self.subscribed.set()
         if reason_codes and reason_codes[0].is_failure:
             log.error(
                 "the broker refused the subscription to %s (%s): no readings will arrive; "
@@ -279,6 +283,7 @@ class MqttLink:
             )
             return
         self.connected.clear()
+        self.subscribed.clear()
         if reason_code.is_failure:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
