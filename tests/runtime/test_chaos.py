@@ -334,6 +334,9 @@ def test_chaos(broker, deploy_dir, tiny_data, tmp_path: Path) -> None:
     # memory stayed bounded
     assert watch.rss_mb and max(watch.rss_mb) <= RSS_BOUND_MB, max(watch.rss_mb)
     print(
-        f"chaos: rss max {max(watch.rss_mb):.0f} MB, windows {len(distinct)}, "
-        f"alerts {len({b['alert_id'] for b in alerts})}, phase B counters {got_b}"
+        f"chaos: {len(kinds)} bad kinds, storm {len(storm_a)} + {len(storm_b)} messages, "
+        f"rss max {max(watch.rss_mb):.0f} MB, windows {len(distinct)} of {uninterrupted} "
+        f"uninterrupted, alerts {len({b['alert_id'] for b in alerts})} "
+        f"({len(alerts)} deliveries), evicted {counters_b.get('evicted_devices', 0)}, "
+        f"refused {counters_b.get('dropped_device_limit', 0)}, phase B counters {got_b}"
     )
