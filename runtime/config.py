@@ -22,6 +22,8 @@ EMIT_MODES = ("alerts", "all")
 SYNCHRONOUS_MODES = ("normal", "full")
 MQTT_MAX_TOPIC_BYTES = 65_535
 
+Check = tuple[bool, str, str]  # (holds, dotted key, what the key must be)
+
 
 @dataclass
 class TlsConfig:
@@ -50,6 +52,18 @@ class BrokerConfig:
     reconnect_max_s: int = 30
     tls: TlsConfig | None = None
 
+    def checks(self) -> list[Check]:
+        return [
+            (self.protocol in (5, 311), "protocol", "must be 5 or 311"),
+            (0 < self.port < 65536, "port", "must be a TCP port"),
+            (self.keepalive >= 5, "keepalive", "must be >= 5 s"),
+            (
+                1 <= self.reconnect_min_s <= self.reconnect_max_s,
+                "reconnect_min_s",
+                "must be >= 1 and <= broker.reconnect_max_s",
+            ),
+        ]
+
 
 @dataclass
 class TopicsConfig:
@@ -62,6 +76,14 @@ class TopicsConfig:
     status: str = "edgelstm/{gateway_id}/status"
     heartbeat: str = "edgelstm/{gateway_id}/heartbeat"  # echoed to prove the network thread runs
 
+    def checks(self) -> list[Check]:
+        return [
+            (self.sensors.count("+") == 1, "sensors", "needs exactly one '+'"),
+            ("#" not in self.sensors, "sensors", "'#' is not supported"),
+            (self.sensor_qos in (0, 1, 2), "sensor_qos", "must be 0, 1 or 2"),
+            ("{device_id}" in self.alerts, "alerts", "needs {device_id}"),
+        ]
+
 
 @dataclass
 class BatchingConfig:
@@ -72,6 +94,14 @@ class BatchingConfig:
     queue_size: int = 100_000  # messages waiting for the processing loop
     device_queue: int = 1_000  # readings waiting per device
 
+    def checks(self) -> list[Check]:
+        return [
+            (self.max_batch >= 1, "max_batch", "must be >= 1"),
+            (self.max_wait_ms >= 0, "max_wait_ms", "must be >= 0"),
+            (self.queue_size >= 1, "queue_size", "must be >= 1"),
+            (self.device_queue >= 1, "device_queue", "must be >= 1"),
+        ]
+
 
 @dataclass
 class DebounceConfig:
@@ -81,6 +111,14 @@ class DebounceConfig:
     threshold: float = 0.6
     emit: str = "alerts"  # "alerts" or "all" (every window's result, for testing)
     results_qos: int = 0  # QoS of the per-window results of emit: all (alerts are always 1)
+
+    def checks(self) -> list[Check]:
+        return [
+            (self.k >= 1, "k", "must be >= 1"),
+            (0 <= self.threshold <= 1, "threshold", "must be in [0, 1]"),
+            (self.emit in EMIT_MODES, "emit", f"must be one of {EMIT_MODES}"),
+            (self.results_qos in (0, 1), "results_qos", "must be 0 or 1"),
+        ]
 
 
 @dataclass
@@ -95,6 +133,23 @@ class OutboxConfig:
     synchronous: str = "normal"
     resend_after_s: float = 60.0  # an alert unacknowledged this long while connected is re-sent
 
+    def checks(self) -> list[Check]:
+        return [
+            (self.max_rows >= 1, "max_rows", "must be >= 1"),
+            (self.overflow in OVERFLOW_POLICIES, "overflow", f"must be one of {OVERFLOW_POLICIES}"),
+            (
+                1 <= self.max_inflight <= 60_000,
+                "max_inflight",
+                "must be in [1, 60000] (MQTT message ids wrap at 65535)",
+            ),
+            (
+                self.synchronous in SYNCHRONOUS_MODES,
+                "synchronous",
+                f"must be one of {SYNCHRONOUS_MODES}",
+            ),
+            (self.resend_after_s > 0, "resend_after_s", "must be > 0"),
+        ]
+
 
 @dataclass
 class LimitsConfig:
@@ -107,6 +162,23 @@ class LimitsConfig:
     max_device_id_bytes: int = 128  # longer device ids are refused
     max_queued_readings: int = 200_000  # readings parsed and not yet stepped, all devices
 
+    def checks(self) -> list[Check]:
+        return [
+            (self.max_devices >= 1, "max_devices", "must be >= 1"),
+            (self.device_idle_s > 0, "device_idle_s", "must be > 0"),
+            (
+                0 < self.new_device_idle_s <= self.device_idle_s,
+                "new_device_idle_s",
+                "must be > 0 and <= limits.device_idle_s",
+            ),
+            (
+                1 <= self.max_device_id_bytes <= 60_000,
+                "max_device_id_bytes",
+                "must be in [1, 60000] (the alert topic must fit MQTT's 65535 bytes)",
+            ),
+            (self.max_queued_readings >= 1, "max_queued_readings", "must be >= 1"),
+        ]
+
 
 @dataclass
 class LivenessConfig:
@@ -114,6 +186,16 @@ class LivenessConfig:
 
     heartbeat_s: float = 2.0  # the processing loop publishes to topics.heartbeat this often
     stall_after_s: float = 10.0  # no heartbeat echo this long while connected = stalled
+
+    def checks(self) -> list[Check]:
+        return [
+            (self.heartbeat_s > 0, "heartbeat_s", "must be > 0"),
+            (
+                self.stall_after_s > 2 * self.heartbeat_s,
+                "stall_after_s",
+                "must be more than 2 x liveness.heartbeat_s",
+            ),
+        ]
 
 
 @dataclass
@@ -151,68 +233,25 @@ class GatewayConfig:
 
     def validate(self) -> None:
         """Raises ConfigError naming the first key whose value cannot work."""
-        checks: list[tuple[bool, str, str]] = [
+        checks = self._checks()
+        for name in ("broker", "topics", "batching", "debounce", "outbox", "limits", "liveness"):
+            checks += [(ok, f"{name}.{key}", why) for ok, key, why in getattr(self, name).checks()]
+        for ok, key, message in checks:
+            if not ok:
+                raise ConfigError(f"{self.source}: {key}: {message}")
+
+    def _checks(self) -> list[Check]:
+        longest_alert_topic = (
+            len(self.topic(self.topics.alerts).encode()) + self.limits.max_device_id_bytes
+        )
+        return [
             (self.backend in BACKENDS, "backend", f"must be one of {BACKENDS}"),
             (self.threads >= 1, "threads", "must be >= 1"),
-            (self.broker.protocol in (5, 311), "broker.protocol", "must be 5 or 311"),
-            (0 < self.broker.port < 65536, "broker.port", "must be a TCP port"),
-            (self.broker.keepalive >= 5, "broker.keepalive", "must be >= 5 s"),
             (
-                1 <= self.broker.reconnect_min_s <= self.broker.reconnect_max_s,
-                "broker.reconnect_min_s",
-                "must be >= 1 and <= broker.reconnect_max_s",
-            ),
-            (self.topics.sensors.count("+") == 1, "topics.sensors", "needs exactly one '+'"),
-            ("#" not in self.topics.sensors, "topics.sensors", "'#' is not supported"),
-            (self.topics.sensor_qos in (0, 1, 2), "topics.sensor_qos", "must be 0, 1 or 2"),
-            ("{device_id}" in self.topics.alerts, "topics.alerts", "needs {device_id}"),
-            (self.batching.max_batch >= 1, "batching.max_batch", "must be >= 1"),
-            (self.batching.max_wait_ms >= 0, "batching.max_wait_ms", "must be >= 0"),
-            (self.batching.queue_size >= 1, "batching.queue_size", "must be >= 1"),
-            (self.batching.device_queue >= 1, "batching.device_queue", "must be >= 1"),
-            (self.debounce.k >= 1, "debounce.k", "must be >= 1"),
-            (0 <= self.debounce.threshold <= 1, "debounce.threshold", "must be in [0, 1]"),
-            (self.debounce.emit in EMIT_MODES, "debounce.emit", f"must be one of {EMIT_MODES}"),
-            (self.debounce.results_qos in (0, 1), "debounce.results_qos", "must be 0 or 1"),
-            (self.outbox.max_rows >= 1, "outbox.max_rows", "must be >= 1"),
-            (
-                self.outbox.overflow in OVERFLOW_POLICIES,
-                "outbox.overflow",
-                f"must be one of {OVERFLOW_POLICIES}",
-            ),
-            (
-                1 <= self.outbox.max_inflight <= 60_000,
-                "outbox.max_inflight",
-                "must be in [1, 60000] (MQTT message ids wrap at 65535)",
-            ),
-            (
-                self.outbox.synchronous in SYNCHRONOUS_MODES,
-                "outbox.synchronous",
-                f"must be one of {SYNCHRONOUS_MODES}",
-            ),
-            (self.outbox.resend_after_s > 0, "outbox.resend_after_s", "must be > 0"),
-            (self.limits.max_devices >= 1, "limits.max_devices", "must be >= 1"),
-            (self.limits.device_idle_s > 0, "limits.device_idle_s", "must be > 0"),
-            (
-                0 < self.limits.new_device_idle_s <= self.limits.device_idle_s,
-                "limits.new_device_idle_s",
-                "must be > 0 and <= limits.device_idle_s",
-            ),
-            (
-                1 <= self.limits.max_device_id_bytes <= 60_000,
+                longest_alert_topic <= MQTT_MAX_TOPIC_BYTES,
                 "limits.max_device_id_bytes",
-                "must be in [1, 60000] (the alert topic must fit MQTT's 65535 bytes)",
-            ),
-            (
-                self.limits.max_queued_readings >= 1,
-                "limits.max_queued_readings",
-                "must be >= 1",
-            ),
-            (self.liveness.heartbeat_s > 0, "liveness.heartbeat_s", "must be > 0"),
-            (
-                self.liveness.stall_after_s > 2 * self.liveness.heartbeat_s,
-                "liveness.stall_after_s",
-                "must be more than 2 x liveness.heartbeat_s",
+                f"with topics.alerts the alert topic may reach {longest_alert_topic} bytes; "
+                f"MQTT allows {MQTT_MAX_TOPIC_BYTES}",
             ),
             (
                 self.sample_period_s is None or self.sample_period_s > 0,
@@ -230,20 +269,6 @@ class GatewayConfig:
             ),
             (self.log_every_s >= 0, "log_every_s", "must be >= 0"),
         ]
-        longest_alert_topic = (
-            len(self.topic(self.topics.alerts).encode()) + self.limits.max_device_id_bytes
-        )
-        checks.append(
-            (
-                longest_alert_topic <= MQTT_MAX_TOPIC_BYTES,
-                "limits.max_device_id_bytes",
-                f"with topics.alerts the alert topic may reach {longest_alert_topic} bytes; "
-                f"MQTT allows {MQTT_MAX_TOPIC_BYTES}",
-            )
-        )
-        for ok, key, message in checks:
-            if not ok:
-                raise ConfigError(f"{self.source}: {key}: {message}")
 
 
 _SCALARS: dict[type, tuple[type, ...]] = {

@@ -9,9 +9,8 @@ sends READY=1 after the first CONNACK. SIGTERM/SIGINT drain and exit within ~1 s
 reloads the deployment folder in a side thread and swaps it in between two rounds: every open
 window then restarts on the new model, so each result comes from exactly one model.
 
-Alerts carry an `alert_id` derived from gateway, device, event, class and window end, so the
-at-least-once redeliveries of the outbox can be de-duplicated; the debouncer's raised faults
-are stored with each alert in the outbox's database and restored at start.
+The debouncer's raised faults are stored with each alert in the outbox's database
+(runtime/alerts.py) and restored at start.
 """
 
 from __future__ import annotations
@@ -22,11 +21,11 @@ import logging
 import signal
 import threading
 import time
-import uuid
 from typing import Any
 
+from runtime.alerts import AlertPublisher
 from runtime.config import GatewayConfig
-from runtime.debounce import Debouncer, Event
+from runtime.debounce import Debouncer
 from runtime.errors import ConfigError, EdgeRuntimeError
 from runtime.model import LoadedModel, load_model
 from runtime.mqtt import MqttLink
@@ -35,7 +34,7 @@ from runtime.parse import Parser, Reason
 from runtime.ratelimit import RateLimitedLog
 from runtime.sdnotify import Notifier
 from runtime.stats import Stats, log_line, start_prometheus
-from runtime.streams import StreamEngine, WindowResult
+from runtime.streams import StreamEngine
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +42,11 @@ DRAIN_BUDGET_S = 0.5  # of the 2 s a SIGTERM may take: finishing queued readings
 ACK_WAIT_S = 0.2  # then waiting for PUBACKs of the last alerts (the outbox keeps the rest)
 IDLE_WAIT_S = 0.05  # longest sleep of an idle loop (bounds signal and stats latency)
 EXIT_NETWORK_DEAD = 3  # the MQTT network thread ended: exit so the service manager restarts us
-LIVE_TS_S = 3_600.0  # a window end older than this is a recorded timestamp, not a live one
 MOST_MISSING = 10  # devices listed by missing readings in the stats message
-ALERT_ID_NAMESPACE = uuid.UUID("6f1c1a52-2b1e-4b57-9a3e-0c6d1f0e7a41")
 LOSS_HINT = (
     "the broker or the publishers drop messages; on Mosquitto raise max_queued_messages and set "
     "max_inflight_messages 0 (deploy/README.md, 'Readings lost before the gateway')"
 )
-
-
-def alert_id(gateway_id: str, device_id: str, kind: str, fault: str, window_end_ts: float) -> str:
-    """The same id for the same event on every redelivery and after a restart."""
-    key = f"{gateway_id}\0{device_id}\0{kind}\0{fault}\0{window_end_ts!r}"
-    return str(uuid.uuid5(ALERT_ID_NAMESPACE, key))
 
 
 class Service:
@@ -79,6 +70,7 @@ class Service:
         self.dequeued = 0  # readings taken from it: written by the processing loop only
         self.wakeup = threading.Event()
         self.link = MqttLink(cfg, self._on_payload, self._on_handler_error, self.wakeup.set)
+        self.alerts = AlertPublisher(cfg, self.link, self.outbox, self.stats)
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -270,7 +262,7 @@ class Service:
         if not rows:
             return
         for result in results:
-            self._on_window(result)
+            self.alerts.on_window(result, self.model.manifest, self.debouncer)
         if n:
             self.stats.count("windows", n)
         self._settle_acks()
@@ -280,79 +272,6 @@ class Service:
             self.stats.observe("ack", waited)
         self.outbox.pump(self.link.publish)
         self.stats.gauge("outbox_unacked", self.outbox.unacked)
-
-    def _on_window(self, result: WindowResult) -> None:
-        now = time.monotonic()
-        stats = self.stats
-        stats.observe("receive_to_infer", result.infer_start - result.received)
-        stats.observe("infer", result.infer_end - result.infer_start)
-        manifest = self.model.manifest
-        top = int(result.probs.argmax())
-        latency = {
-            "receive_to_infer": round((result.infer_start - result.received) * 1000, 3),
-            "infer": round((result.infer_end - result.infer_start) * 1000, 3),
-            "receive_to_result": round((now - result.received) * 1000, 3),
-        }
-        if self.cfg.debounce.emit == "all":
-            body = self._message("window", result, top, float(result.probs[top]), latency)
-            body["probs"] = [round(float(p), 7) for p in result.probs]
-            topic = self._alert_topic(result.device_id)
-            qos = self.cfg.debounce.results_qos
-            if self.link.publish(topic, json.dumps(body).encode(), qos=qos) is None:
-                stats.count("dropped_window_results")
-        event = self.debouncer.update(result.device_id, result.probs)
-        if event is not None:
-            self._emit_event(result, event, latency, manifest.classes)
-        stats.observe("publish", time.monotonic() - now)
-
-    def _emit_event(
-        self, result: WindowResult, event: Event, latency: dict, classes: list[str]
-    ) -> None:
-        body = self._message(event.kind, result, event.class_index, event.confidence, latency)
-        body["alert_id"] = alert_id(
-            self.cfg.gateway_id, result.device_id, event.kind, body["class"], result.end_ts
-        )
-        if event.previous:
-            body["replaces"] = classes[event.previous]
-        self.outbox.add(
-            self._alert_topic(result.device_id),
-            json.dumps(body).encode(),
-            result.device_id,
-            self.debouncer.active(result.device_id),
-        )
-        self.stats.count("alerts" if event.kind == "raised" else "clears")
-        age = time.time() - result.end_ts
-        if 0.0 <= age <= LIVE_TS_S:  # recorded timestamps (a replay) say nothing about latency
-            self.stats.observe("reading_to_alert", age)
-        log.info(
-            "%s %s on %s (confidence %.2f)",
-            event.kind,
-            classes[event.class_index],
-            result.device_id,
-            event.confidence,
-        )
-
-    def _message(
-        self, kind: str, result: WindowResult, index: int, confidence: float, latency: dict
-    ) -> dict[str, Any]:
-        m = self.model.manifest
-        return {
-            "event": kind,
-            "device_id": result.device_id,
-            "class": m.classes[index],
-            "class_index": index,
-            "confidence": round(confidence, 6),
-            "window_start_ts": result.start_ts,
-            "window_end_ts": result.end_ts,
-            "model": m.model_name,
-            "model_version": m.model_version,
-            "gateway_id": self.cfg.gateway_id,
-            "published_at": time.time(),
-            "latency_ms": latency,
-        }
-
-    def _alert_topic(self, device_id: str) -> str:
-        return self.cfg.topic(self.cfg.topics.alerts, device_id)
 
     def _publish_stats(self) -> dict[str, Any]:
         engine = self.engine

@@ -33,8 +33,9 @@ import numpy as np
 import pytest
 
 from edge_lstm.local_broker import LocalBroker, free_port
+from runtime.alerts import alert_id
 from runtime.config import load_gateway_config
-from runtime.daemon import Service, alert_id
+from runtime.daemon import Service
 from runtime.manifest import Manifest
 from runtime.mqtt import max_packet_bytes
 from runtime.parse import Parser, Readings, Reason, encode_json
