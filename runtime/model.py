@@ -41,10 +41,7 @@ def load_model(folder: Path, backend_name: str, artifact: str, threads: int) -> 
     backend = open_backend(folder, manifest, backend_name, artifact, threads)
     for batch in WARMUP_BATCHES:
         x = np.zeros((batch, manifest.n_features), np.float32)
-        state = tuple(
-            np.zeros(manifest.state_shape(batch), np.float32) for _ in manifest.state_names
-        )
-        backend.step(x, state)
+        backend.step(x, manifest.zero_state(batch))
     model = LoadedModel(Path(folder), manifest, backend, artifact, backend_name)
     log.info("loaded %s from %s in %.2f s", model.label, folder, time.perf_counter() - started)
     return model
