@@ -75,3 +75,12 @@ def test_shared_subscription_prefix_is_not_part_of_the_device_topic() -> None:
     assert device_id_position("sensors/+/data") == 1
     assert topic_levels("$share/gw/sensors/+/data") == ["sensors", "+", "data"]
     assert device_id_position("$share/gw/sensors/+/data") == 1
+
+
+def test_broken_yaml_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text("model_dir: m\nbroker:\n  host: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not valid YAML (") and "\n" not in message
