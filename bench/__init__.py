@@ -1,5 +1,8 @@
 """Benchmarks (`make bench`): each module's `run(runs_dir, quick) -> dict` measures one thing
-against a baseline taken in the same run; `python -m bench.run` runs them all.
+against a baseline taken in the same run; `python -m bench.run` runs them all. Not benchmarks:
+`run`, `plots`, `common` (what the gateway benchmarks share) and `bare_subscriber` (the
+throughput baseline's process); the gateway itself is driven through
+edge_lstm/reporting/gateway_harness.py.
 
 Figures are reported as `summarize(samples)`: the median of repeated runs with min and max.
 """

@@ -55,6 +55,9 @@ def _callables(
     return calls
 
 
+Samples = dict[tuple[str, str, int], list[float]]  # (precision, graph, batch) -> ms per round
+
+
 def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
     """Times every precision's window and step graph; returns the figures and ratios."""
     deploy = Path(runs_dir) / "deploy"
@@ -65,54 +68,8 @@ def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
         )
     variants = {p: c for p in PRECISIONS if (c := _callables(deploy, manifest, p)) is not None}
     rounds = 2 if quick else 5
-    rng = np.random.default_rng(0)
-    inputs = {
-        b: np.ascontiguousarray(
-            rng.standard_normal((b, manifest.window, manifest.n_features), np.float32)
-        )
-        for b in BATCHES
-    }
-    step_inputs = {b: np.ascontiguousarray(x[:, -1]) for b, x in inputs.items()}
-    samples: dict[tuple[str, str, int], list[float]] = {}
-    for _ in range(rounds):
-        for precision, calls in variants.items():
-            for (graph, batch), call in calls.items():
-                repeats = (100 if graph == "step" else 30) if batch == 1 else 10
-                if quick:
-                    repeats = max(5, repeats // 5)
-                arg = inputs[batch] if graph == "window" else step_inputs[batch]
-                ms = measure_latency(call, arg, repeats=repeats, warmup=3)["median_ms"]
-                samples.setdefault((precision, graph, batch), []).append(ms)
-
-    def ratio(a: tuple[str, str, int], b: tuple[str, str, int]) -> dict[str, float]:
-        return _spread([x / y for x, y in zip(samples[a], samples[b], strict=True)])
-
-    step_vs_window = {
-        p: {
-            f"b{b}": {
-                "window_ms": _spread(samples[(p, "window", b)]),
-                "step_ms": _spread(samples[(p, "step", b)]),
-                "window_over_step": ratio((p, "window", b), (p, "step", b)),
-            }
-            for b in BATCHES
-        }
-        for p in variants
-    }
-    int8_vs_fp32 = {
-        p: {
-            g: {
-                f"b{b}": {
-                    "fp32_ms": _spread(samples[("fp32", g, b)]),
-                    "int8_ms": _spread(samples[(p, g, b)]),
-                    "int8_over_fp32": ratio((p, g, b), ("fp32", g, b)),
-                }
-                for b in BATCHES
-            }
-            for g in ("window", "step")
-        }
-        for p in variants
-        if p != "fp32"
-    }
+    samples = _measure(manifest, variants, rounds, quick)
+    step_vs_window, int8_vs_fp32 = _comparisons(samples, list(variants))
     sizes = {
         name: art.size_bytes for name, art in manifest.artifacts.items() if art.format == "onnx"
     }
@@ -133,6 +90,69 @@ def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
         "step_vs_window": step_vs_window,
         "int8_vs_fp32": int8_vs_fp32,
     }
+
+
+def _measure(
+    manifest: Manifest,
+    variants: dict[str, dict[tuple[str, int], Callable[[np.ndarray], Any]]],
+    rounds: int,
+    quick: bool,
+) -> Samples:
+    """Every (precision, graph, batch) once per round, back to back, on fixed random input."""
+    rng = np.random.default_rng(0)
+    inputs = {
+        b: np.ascontiguousarray(
+            rng.standard_normal((b, manifest.window, manifest.n_features), np.float32)
+        )
+        for b in BATCHES
+    }
+    step_inputs = {b: np.ascontiguousarray(x[:, -1]) for b, x in inputs.items()}
+    samples: Samples = {}
+    for _ in range(rounds):
+        for precision, calls in variants.items():
+            for (graph, batch), call in calls.items():
+                repeats = (100 if graph == "step" else 30) if batch == 1 else 10
+                if quick:
+                    repeats = max(5, repeats // 5)
+                arg = inputs[batch] if graph == "window" else step_inputs[batch]
+                ms = measure_latency(call, arg, repeats=repeats, warmup=3)["median_ms"]
+                samples.setdefault((precision, graph, batch), []).append(ms)
+    return samples
+
+
+def _comparisons(samples: Samples, precisions: list[str]) -> tuple[dict, dict]:
+    """(step vs window per precision, int8 vs fp32 per int8 precision), ratios within rounds."""
+
+    def ratio(a: tuple[str, str, int], b: tuple[str, str, int]) -> dict[str, float]:
+        return _spread([x / y for x, y in zip(samples[a], samples[b], strict=True)])
+
+    step_vs_window = {
+        p: {
+            f"b{b}": {
+                "window_ms": _spread(samples[(p, "window", b)]),
+                "step_ms": _spread(samples[(p, "step", b)]),
+                "window_over_step": ratio((p, "window", b), (p, "step", b)),
+            }
+            for b in BATCHES
+        }
+        for p in precisions
+    }
+    int8_vs_fp32 = {
+        p: {
+            g: {
+                f"b{b}": {
+                    "fp32_ms": _spread(samples[("fp32", g, b)]),
+                    "int8_ms": _spread(samples[(p, g, b)]),
+                    "int8_over_fp32": ratio((p, g, b), ("fp32", g, b)),
+                }
+                for b in BATCHES
+            }
+            for g in ("window", "step")
+        }
+        for p in precisions
+        if p != "fp32"
+    }
+    return step_vs_window, int8_vs_fp32
 
 
 if __name__ == "__main__":

@@ -10,20 +10,21 @@ window, as every id here) or its readings are refused (`evicted_devices`,
 step processed; with the cap, memory stops growing at max_devices.
 
 `python -m bench.rss [--runs runs/demo] [--model-dir DIR] [--devices 100000]` prints a table
-and writes bench/rss.json.
+and writes bench/rss.json; `python -m bench.run --only rss` runs it with the others.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.runtime import TOPIC, _flush, _publisher, _Serve
+from bench.common import TOPIC, close, flush, publisher, start_gateway
+from bench.run import argument_parser
 from edge_lstm.local_broker import LocalBroker
+from edge_lstm.reporting.gateway_harness import Gateway
 from runtime.config import LimitsConfig
 from runtime.manifest import Manifest
 from runtime.parse import encode_json
@@ -66,23 +67,23 @@ def _publish_ids(client, start: int, stop: int, payload: bytes, rate: float) -> 
             ahead = began + (i - start) / rate - time.perf_counter()
             if ahead > 0:
                 time.sleep(ahead)
-    _flush(client)
+    flush(client)
 
 
-def _wait_processed(serve: _Serve, sent: int, timeout_s: float) -> dict[str, Any]:
+def _wait_processed(gateway: Gateway, sent: int, timeout_s: float) -> dict[str, Any]:
     """The first stats snapshot taken after all `sent` messages had arrived (a later one than
     the snapshot that first counted them, so the last is out of the inbox) with nothing queued."""
     deadline = time.monotonic() + timeout_s
     counted_at: int | None = None
     while time.monotonic() < deadline:
-        snaps = len(serve.stats)
-        snap = serve.stats[-1]
+        stats = gateway.recorder.of_kind("stats")
+        snaps, snap = len(stats), stats[-1].body
         if counted_at is None and snap["counters"].get("messages", 0) >= sent:
             counted_at = snaps
         elif counted_at is not None and snaps > counted_at and not snap["gauges"].get("queue"):
             return snap
         time.sleep(0.02)
-    got = serve.latest()["counters"].get("messages", 0)
+    got = gateway.recorder.latest_stats()["counters"].get("messages", 0)
     raise RuntimeError(f"the gateway counted {got} of {sent} messages within {timeout_s:.0f} s")
 
 
@@ -94,46 +95,24 @@ def measure(
     rate: float = RATE_PER_S,
 ) -> dict[str, Any]:
     """Baseline RSS once online, then RSS after each step of new ids."""
-    manifest = Manifest.load(deploy)
     started = time.monotonic()
-    steps: list[dict[str, Any]] = []
     with LocalBroker() as broker:
-        serve = _Serve(
+        gateway = start_gateway(
             workdir,
             deploy,
             broker,
             stats_interval_s=STATS_INTERVAL_S,
             limits={"max_devices": max_devices, "device_idle_s": DEVICE_IDLE_S},
         )
-        client = _publisher(broker.host, broker.port)
+        client = publisher(broker.host, broker.port)
         try:
             time.sleep(2 * STATS_INTERVAL_S)  # let start-up allocations settle
-            baseline = rss_mb(serve.proc.pid)
-            sent = 0
-            for target in steps_for(devices, max_devices):
-                t0 = time.monotonic()
-                payload = encode_json(time.time(), list(manifest.norm_mean))
-                _publish_ids(client, sent, target, payload, rate)
-                timeout_s = 30 + (target - sent) / rate
-                sent = target
-                snap = _wait_processed(serve, sent, timeout_s)
-                counters, gauges = snap["counters"], snap["gauges"]
-                steps.append(
-                    {
-                        "ids_sent": sent,
-                        "devices": gauges.get("devices"),
-                        "rss_mb": round(rss_mb(serve.proc.pid), 1),
-                        "dropped_device_limit": counters.get("dropped_device_limit", 0),
-                        "evicted_devices": counters.get("evicted_devices", 0),
-                        "seconds": round(time.monotonic() - t0, 2),
-                    }
-                )
-                log.info("rss: %s", steps[-1])
-            model = serve.latest().get("model")
+            baseline = rss_mb(gateway.pid)
+            steps = _steps(gateway, client, Manifest.load(deploy), devices, max_devices, rate)
+            model = gateway.recorder.latest_stats().get("model")
         finally:
-            client.disconnect()
-            client.loop_stop()
-            serve.stop()
+            close(client)
+            gateway.stop()
     reference = next((s for s in steps if s["ids_sent"] >= max_devices), None)
     for step in steps:
         step["ratio_to_baseline"] = round(step["rss_mb"] / baseline, 3)
@@ -156,6 +135,34 @@ def measure(
         "growth_after_cap_mb": last["growth_from_cap_mb"],
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _steps(
+    gateway: Gateway, client, manifest: Manifest, devices: int, max_devices: int, rate: float
+) -> list[dict[str, Any]]:
+    """Publishes new ids step by step; the gateway's devices, RSS and refusals after each."""
+    steps: list[dict[str, Any]] = []
+    sent = 0
+    for target in steps_for(devices, max_devices):
+        t0 = time.monotonic()
+        payload = encode_json(time.time(), list(manifest.norm_mean))
+        _publish_ids(client, sent, target, payload, rate)
+        timeout_s = 30 + (target - sent) / rate
+        sent = target
+        snap = _wait_processed(gateway, sent, timeout_s)
+        counters, gauges = snap["counters"], snap["gauges"]
+        steps.append(
+            {
+                "ids_sent": sent,
+                "devices": gauges.get("devices"),
+                "rss_mb": round(rss_mb(gateway.pid), 1),
+                "dropped_device_limit": counters.get("dropped_device_limit", 0),
+                "evicted_devices": counters.get("evicted_devices", 0),
+                "seconds": round(time.monotonic() - t0, 2),
+            }
+        )
+        log.info("rss: %s", steps[-1])
+    return steps
 
 
 def table(result: dict[str, Any]) -> str:
@@ -184,19 +191,18 @@ def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
     return measure(runs_dir / "deploy", runs_dir / "bench-rss", devices)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=Path("runs/demo"))
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__.splitlines()[0], quick=False)
     parser.add_argument("--model-dir", type=Path, help="deployment folder (default RUNS/deploy)")
     parser.add_argument("--devices", type=int, default=STEPS[-1], help="distinct ids in all")
     parser.add_argument("--max-devices", type=int, default=MAX_DEVICES)
     parser.add_argument("--rate", type=float, default=RATE_PER_S, help="messages/s")
     parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     result = measure(
-        args.model_dir or args.runs / "deploy",
-        args.runs / "bench-rss",
+        args.model_dir or args.runs_dir / "deploy",
+        args.runs_dir / "bench-rss",
         args.devices,
         args.max_devices,
         args.rate,

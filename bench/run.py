@@ -3,11 +3,16 @@
 Runs each `bench/<name>.py` module's `run(runs_dir, quick)` in turn (one failing does not stop
 the others; it is recorded and the exit code says so), then writes bench/results.json and
 bench/tradeoff.png (macro-F1 vs latency vs size of every model variant in the comparison
-table).
+table). `python -m bench.<name>` runs one (`main_for`) and writes bench/<name>.json.
+
+The one command line of the benchmarks: `python -m bench.run [--runs DIR] [--quick]
+[--only NAME]...` (`edgelstm bench` runs it in the checkout); `argument_parser` gives a single
+benchmark's module the same `--runs`/`--quick`.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import logging
@@ -20,18 +25,39 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import click
-
 import bench
 from bench.plots import tradeoff_plot
-from edge_lstm.commands.options import runs_dir_option
 from edge_lstm.errors import EdgeLstmError
 
 log = logging.getLogger(__name__)
 
 BENCH_DIR = Path(__file__).resolve().parent
-NOT_BENCHMARKS = {"run", "plots"}
+NOT_BENCHMARKS = {"run", "plots", "common", "bare_subscriber"}  # helpers, not benchmarks
 SCHEMA = "edgelstm.bench/1"
+DEFAULT_RUNS_DIR = Path("runs/demo")
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def argument_parser(description: str, quick: bool = True) -> argparse.ArgumentParser:
+    """`--runs DIR` (and `--quick`), as every benchmark's command line spells them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--runs",
+        dest="runs_dir",
+        metavar="DIR",
+        type=Path,
+        default=DEFAULT_RUNS_DIR,
+        help="Runs folder written by `make demo` (default: %(default)s).",
+    )
+    if quick:
+        parser.add_argument(
+            "--quick", action="store_true", help="Fewer repeats (a smoke test, not a figure)."
+        )
+    return parser
 
 
 def benchmark_names() -> list[str]:
@@ -110,10 +136,10 @@ def run_all(runs_dir: Path, quick: bool = False, only: list[str] | None = None) 
         "benchmarks": {},
     }
     for name in names:
-        click.echo(f"==> bench {name}")
+        say(f"==> bench {name}")
         results["benchmarks"][name] = outcome = run_one(name, runs_dir, quick)
         state = "failed: " + outcome["error"] if "error" in outcome else "ok"
-        click.echo(f"    {name}: {state} ({outcome['seconds']:.1f} s)")
+        say(f"    {name}: {state} ({outcome['seconds']:.1f} s)")
     comparison = json.loads((runs_dir / "student" / "comparison.json").read_text())
     results["variants"] = comparison["rows"]
     plot = tradeoff_plot(
@@ -125,50 +151,51 @@ def run_all(runs_dir: Path, quick: bool = False, only: list[str] | None = None) 
     results["seconds"] = round(time.monotonic() - started, 1)
     out = BENCH_DIR / "results.json"
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    click.echo(f"wrote {out} and {plot} in {results['seconds']:.0f} s")
+    say(f"wrote {out} and {plot} in {results['seconds']:.0f} s")
     return results
 
 
-def main_for(name: str) -> None:
+def _refused(exc: EdgeLstmError) -> int:
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    return 2
+
+
+def main_for(name: str, argv: list[str] | None = None) -> None:
     """`python -m bench.<name> [--runs DIR] [--quick]`: one benchmark -> bench/<name>.json."""
-
-    @click.command(name=name)
-    @runs_dir_option
-    @click.option("--quick", is_flag=True, help="Fewer repeats (a smoke test, not a figure).")
-    def command(runs_dir: Path, quick: bool) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        try:
-            check_runs_dir(runs_dir)
-        except EdgeLstmError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        outcome = run_one(name, runs_dir, quick)
-        out = BENCH_DIR / f"{name}.json"
-        out.write_text(json.dumps(outcome, indent=2, default=str) + "\n")
-        click.echo(json.dumps(outcome.get("result", outcome), indent=2, default=str))
-        click.echo(f"wrote {out}")
-        sys.exit(1 if "error" in outcome else 0)
-
-    command()
-
-
-@click.command()
-@runs_dir_option
-@click.option("--quick", is_flag=True, help="Fewer repeats (a smoke test, not a figure).")
-@click.option("--only", multiple=True, help="Run only this benchmark (repeatable).")
-def main(runs_dir: Path, quick: bool, only: tuple[str, ...]) -> None:
-    """Run every benchmark against RUNS (default runs/demo) and write bench/results.json."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    doc = importlib.import_module(f"bench.{name}").__doc__ or name
+    args = argument_parser(doc.splitlines()[0]).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
-        results = run_all(runs_dir, quick, list(only) or None)
+        check_runs_dir(args.runs_dir)
     except EdgeLstmError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(_refused(exc))
+    outcome = run_one(name, args.runs_dir, args.quick)
+    out = BENCH_DIR / f"{name}.json"
+    out.write_text(json.dumps(outcome, indent=2, default=str) + "\n")
+    say(json.dumps(outcome.get("result", outcome), indent=2, default=str))
+    say(f"wrote {out}")
+    sys.exit(1 if "error" in outcome else 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every benchmark against RUNS (default runs/demo) and write bench/results.json;
+    the exit code: 0, 1 when a benchmark failed, 2 when refused."""
+    parser = argument_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", action="append", metavar="NAME", help="Run only this benchmark (repeatable)."
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        results = run_all(args.runs_dir, args.quick, args.only)
+    except EdgeLstmError as exc:
+        return _refused(exc)
     failed = [n for n, r in results["benchmarks"].items() if "error" in r]
     if failed:
-        click.echo(f"error: benchmark(s) failed: {', '.join(failed)}", err=True)
-        sys.exit(1)
+        print(f"error: benchmark(s) failed: {', '.join(failed)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

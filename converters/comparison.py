@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.errors import ConverterError
+from edge_lstm.units import human_size
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +145,6 @@ def _fmt(value: float | int | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("MB", 1 << 20), ("KB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
 HEADER = (
     "model",
     "runtime",
@@ -176,7 +170,7 @@ def table_cells(row: ComparisonRow) -> list[str]:
         f"{row.macro_f1:.4f}",
         f"{row.accuracy:.4f}",
         _fmt(row.parameters, ","),
-        _size(row.size_bytes),
+        human_size(row.size_bytes),
         _fmt(row.latency_ms_b1, ".3f"),
         _fmt(row.latency_ms_b256, ".2f"),
         _fmt(per_window, ".1f"),

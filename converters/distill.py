@@ -13,16 +13,23 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from converters.comparison import ComparisonRow, reset_comparison, update_comparison
+from converters.comparison import (
+    ComparisonRow,
+    load_comparison,
+    render_text,
+    reset_comparison,
+    update_comparison,
+)
 from converters.errors import ConverterError
-from converters.kd_loss import make_kd_loss_fn
+from converters.outcome import Outcome
+from converters.search import SEARCH_REPORT, search_students
+from converters.students import StudentRun, student_name, train_student
 from edge_lstm.checkpoint import (
     WEIGHTS_FILE,
     LoadedCheckpoint,
@@ -30,14 +37,14 @@ from edge_lstm.checkpoint import (
     meta_for,
     save_checkpoint,
 )
-from edge_lstm.config import Config, StudentConfig, TrainConfig
+from edge_lstm.config import Config, load_config
 from edge_lstm.data import PreparedData, prepare_data
 from edge_lstm.data.alignment import align_windows
 from edge_lstm.data.normalization import Normalization
 from edge_lstm.latency import torch_window_latency
 from edge_lstm.metrics import compute_metrics, headline, softmax
-from edge_lstm.models import build_from_model_config, count_parameters
-from edge_lstm.training import TrainResult, fit, plot_history, predict_logits, seed_everything
+from edge_lstm.models import count_parameters
+from edge_lstm.training import plot_history, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +54,8 @@ LOGITS_FILE = "teacher_logits.npy"
 LOGITS_KEY_FILE = "teacher_logits.json"
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "training_curve.png"
+SEARCH_DIR = "search"
 LATENCY_BATCHES = (1, 256)
-SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class StudentRun:
-    """A trained student and what was measured on it."""
-
-    model: nn.Module
-    student_cfg: StudentConfig
-    initial: dict[str, Any]  # headline train/val/test metrics before training
-    train: dict[str, Any]
-    val: dict[str, Any]
-    test: dict[str, Any]
-    result: TrainResult
-
-
-def student_name(student_cfg: StudentConfig) -> str:
-    """e.g. "student-gru32", "student-lstm16x2"."""
-    layers = f"x{student_cfg.layers}" if student_cfg.layers > 1 else ""
-    return f"student-{student_cfg.cell}{student_cfg.hidden_size}{layers}"
 
 
 def load_teacher(teacher_dir: Path, prepared: PreparedData) -> LoadedCheckpoint:
@@ -144,58 +132,6 @@ def teacher_soft_targets(
     return logits
 
 
-def _split_metrics(model: nn.Module, prepared: PreparedData, split: str) -> dict[str, Any]:
-    windows = prepared.split(split)
-    if len(windows.y) == 0:
-        return {}
-    return compute_metrics(softmax(predict_logits(model, windows.x)), windows.y, prepared.classes)
-
-
-def train_student(
-    prepared: PreparedData,
-    student_cfg: StudentConfig,
-    train_cfg: TrainConfig,
-    class_balance: str,
-    *,
-    soft_targets: np.ndarray | None = None,
-    temperature: float = 1.0,
-    alpha: float = 0.0,
-    desc: str = "student",
-) -> StudentRun:
-    """Trains one student: KD loss when `soft_targets` are given, hard-label CE otherwise.
-
-    The initial weights depend only on `train_cfg.seed`, so a KD and a hard-label student of
-    the same architecture start from the same point.
-    """
-    n_features, n_classes = len(prepared.features), len(prepared.classes)
-    seed_everything(train_cfg.seed)
-    model = build_from_model_config("student", n_features, n_classes, student_cfg)
-    initial = {s: headline(_split_metrics(model, prepared, s)) for s in SPLITS}
-    weights = prepared.class_weights() if class_balance == "weighted_loss" else None
-    loss_fn = None if soft_targets is None else make_kd_loss_fn(temperature, alpha, weights)
-    result = fit(
-        model,
-        prepared.train,
-        prepared.val,
-        train_cfg,
-        loss_fn,
-        class_weights=weights,
-        balanced_sampler=class_balance == "balanced_sampler",
-        soft_targets=soft_targets,
-        desc=desc,
-    )
-    model.cpu().eval()
-    return StudentRun(
-        model=model,
-        student_cfg=student_cfg,
-        initial=initial,
-        train=_split_metrics(model, prepared, "train"),
-        val=_split_metrics(model, prepared, "val"),
-        test=_split_metrics(model, prepared, "test"),
-        result=result,
-    )
-
-
 def _save_student(
     run: StudentRun,
     cfg: Config,
@@ -261,24 +197,15 @@ def torch_row(
     )
 
 
-def distill(
+def _train_kd_student(
     cfg: Config,
-    teacher_dir: Path,
+    prepared: PreparedData,
+    teacher: LoadedCheckpoint,
+    soft: np.ndarray,
     out_dir: Path,
-    *,
-    baseline: bool = True,
-    search: bool = False,
-) -> Path:
-    """Writes the KD student (out_dir), the hard-label baseline (out_dir/baseline) and the table.
-
-    Returns out_dir; the table is out_dir/comparison.json and comparison.md.
-    """
-    out_dir = Path(out_dir)
-    prepared = prepare_data(cfg)
-    teacher = load_teacher(Path(teacher_dir), prepared)
-    soft = teacher_soft_targets(teacher, prepared, out_dir, cfg.distill.cache_teacher_logits)
-    dcfg = cfg.distill
-    name = student_name(cfg.student)
+) -> ComparisonRow:
+    """Trains and saves the KD student of the config into out_dir; returns its table row."""
+    dcfg, name = cfg.distill, student_name(cfg.student)
     log.info(
         "distilling %s (%d params) into %s: T=%g alpha=%g, %d train windows",
         teacher.meta.name, teacher.meta.n_parameters, name, dcfg.temperature, dcfg.alpha,
@@ -302,58 +229,68 @@ def distill(
         "teacher_version": teacher.meta.version,
     }
     _save_student(kd, cfg, prepared, out_dir, name, kd_info)
+    notes = f"distilled (T={dcfg.temperature:g}, α={dcfg.alpha:g})"
+    return torch_row(name, kd.model, out_dir, kd.test, _shape(cfg, prepared), notes)
 
-    teacher_test = compute_metrics(
+
+def _train_baseline(cfg: Config, prepared: PreparedData, out_dir: Path) -> ComparisonRow:
+    """The same student on hard labels only, saved into out_dir/baseline; returns its row."""
+    hard = train_student(
+        prepared, cfg.student, cfg.distill.train, cfg.data.class_balance, desc="hard labels"
+    )
+    name = f"{student_name(cfg.student)}-hard"
+    _save_student(hard, cfg, prepared, out_dir / BASELINE_DIR, name, {"loss": "ce"})
+    shape = _shape(cfg, prepared)
+    return torch_row(name, hard.model, out_dir / BASELINE_DIR, hard.test, shape, "hard labels only")
+
+
+def _teacher_row(teacher: LoadedCheckpoint, prepared: PreparedData, window: int) -> ComparisonRow:
+    """The teacher's row: its test metrics on the data's windows, aligned to its features."""
+    test = compute_metrics(
         softmax(_teacher_logits_now(teacher, prepared, prepared.test.x)),
         prepared.test.y,
         prepared.classes,
     )
-    window = cfg.data.window
-    shape = (window, len(prepared.features))
+    shape = (window, len(teacher.meta.features))
+    return torch_row(
+        teacher.meta.name, teacher.model, teacher.path, test, shape, "BiLSTM+attention"
+    )
+
+
+def _shape(cfg: Config, prepared: PreparedData) -> tuple[int, int]:
+    return (cfg.data.window, len(prepared.features))
+
+
+def distill(
+    cfg: Config,
+    teacher_dir: Path,
+    out_dir: Path,
+    *,
+    baseline: bool = True,
+    search: bool = False,
+) -> Path:
+    """Writes the KD student (out_dir), the hard-label baseline (out_dir/baseline) and the table.
+
+    Returns out_dir; the table is out_dir/comparison.json and comparison.md, the student search
+    (`search=True`) goes to out_dir/search/.
+    """
+    out_dir = Path(out_dir)
+    prepared = prepare_data(cfg)
+    teacher = load_teacher(Path(teacher_dir), prepared)
+    soft = teacher_soft_targets(teacher, prepared, out_dir, cfg.distill.cache_teacher_logits)
     rows = [
-        torch_row(
-            teacher.meta.name,
-            teacher.model,
-            teacher.path,
-            teacher_test,
-            (window, len(teacher.meta.features)),
-            "BiLSTM+attention",
-        ),
-        torch_row(
-            name,
-            kd.model,
-            out_dir,
-            kd.test,
-            shape,
-            f"distilled (T={dcfg.temperature:g}, α={dcfg.alpha:g})",
-        ),
+        _teacher_row(teacher, prepared, cfg.data.window),
+        _train_kd_student(cfg, prepared, teacher, soft, out_dir),
     ]
-    roles = {"teacher": teacher.meta.name, "student": name}
+    roles = {"teacher": rows[0].model, "student": rows[1].model}
     if baseline:
-        hard = train_student(
-            prepared, cfg.student, dcfg.train, cfg.data.class_balance, desc="hard labels"
-        )
-        hard_name = f"{name}-hard"
-        _save_student(hard, cfg, prepared, out_dir / BASELINE_DIR, hard_name, {"loss": "ce"})
-        rows.append(
-            torch_row(
-                hard_name, hard.model, out_dir / BASELINE_DIR, hard.test, shape, "hard labels only"
-            )
-        )
-        roles["baseline"] = hard_name
+        rows.append(_train_baseline(cfg, prepared, out_dir))
+        roles["baseline"] = rows[2].model
     reset_comparison(out_dir / COMPARISON_FILE)
     update_comparison(out_dir / COMPARISON_FILE, rows, roles)
-
     if search:
-        from converters.search import search_students
-
-        search_students(
-            cfg,
-            prepared,
-            soft,
-            out_dir / "search",
-            teacher_val_f1=_teacher_val_f1(teacher, prepared),
-        )
+        teacher_f1 = _teacher_val_f1(teacher, prepared)
+        search_students(cfg, prepared, soft, out_dir / SEARCH_DIR, teacher_val_f1=teacher_f1)
     return out_dir
 
 
@@ -362,3 +299,27 @@ def _teacher_val_f1(teacher: LoadedCheckpoint, prepared: PreparedData) -> float 
         return None
     probs = softmax(_teacher_logits_now(teacher, prepared, prepared.val.x))
     return compute_metrics(probs, prepared.val.y, prepared.classes)["macro_f1"]
+
+
+def run_distill(
+    config_path: Path, teacher_dir: Path, out_dir: Path, *, baseline: bool | None, search: bool
+) -> Outcome:
+    """`edgelstm distill`: `distill` with the config at `config_path` (`baseline` None means
+    distill.baseline), timed, with the comparison table to print."""
+    started = time.perf_counter()
+    cfg = load_config(config_path)
+    with_baseline = cfg.distill.baseline if baseline is None else baseline
+    out = distill(cfg, teacher_dir, out_dir, baseline=with_baseline, search=search)
+    files = [WEIGHTS_FILE, COMPARISON_FILE, Path(COMPARISON_FILE).with_suffix(".md").name]
+    if with_baseline:
+        files.append(f"{BASELINE_DIR}/{WEIGHTS_FILE}")
+    if search:
+        files.append(f"{SEARCH_DIR}/{SEARCH_REPORT}")
+    return Outcome(
+        folder=out,
+        files=files,
+        next=f"edgelstm export {out} --out <deployment folder>",
+        details=[render_text(load_comparison(out / COMPARISON_FILE))],
+        result=out,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,21 +1,13 @@
-"""`edgelstm export`: a checkpoint becomes a parity-checked deployment folder.
+"""The `onnx` target (`edgelstm export`): a checkpoint becomes a parity-checked deployment folder.
 
 Writes model.onnx (window graph), step.onnx (the student's loop-free cell) and manifest.json.
-RNN graphs use the TorchScript exporter (`dynamo=False`): the torch.export-based exporter has
-emitted GRU with a wrong `linear_before_reset` (pytorch/pytorch#189225) and adds gate-reordering
-nodes that stop ONNX Runtime from quantizing the LSTM.
+The graphs come from `converters.torch_to_onnx`; each is compared with PyTorch on real test
+windows before anything is moved into the folder.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import tempfile
-import warnings
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from converters.errors import ConverterError
+from converters.onnx_files import finish_onnx, onnx_metadata, op_counts
+from converters.outcome import Outcome
 from converters.parity import (
     StepGraph,
     compare_logits,
@@ -32,174 +26,17 @@ from converters.parity import (
     torch_logits,
     window_logits,
 )
+from converters.staging import Stage, staged
+from converters.targets import Target, convert, get_target
+from converters.torch_to_onnx import export_step_graph, export_window_graph
 from edge_lstm.config import Config, config_from_dict
 from edge_lstm.metrics import softmax
 from runtime.errors import ManifestError
-from runtime.manifest import (
-    LOGITS,
-    STATE_OUTPUT_SUFFIX,
-    STEP_INPUT,
-    WINDOW_INPUT,
-    Artifact,
-    Manifest,
-)
+from runtime.manifest import MANIFEST_FILE, Artifact, Manifest
 
 log = logging.getLogger(__name__)
 
-WINDOW_FILE = "model.onnx"
-STEP_FILE = "step.onnx"
-LOOP_OPS = frozenset({"Loop", "Scan", "If", "GRU", "LSTM", "RNN"})
-REJECTED_DIR = "rejected"
-
-
-def _float32_json(values: list[float]) -> str:
-    """JSON with 9 significant digits: exact for float32, half the length of Python's repr."""
-    return json.dumps([float(f"{v:.9g}") for v in values])
-
-
-def onnx_metadata(manifest: Manifest, graph: str, precision: str = "fp32") -> dict[str, str]:
-    """The manifest fields an .onnx file carries in metadata_props, so a lone file explains
-    itself (values are strings; lists are JSON)."""
-    return {
-        "graph": graph,
-        "precision": precision,
-        "model_name": manifest.model_name,
-        "model_version": manifest.model_version,
-        "model_kind": manifest.model_kind,
-        "features": json.dumps(manifest.features),
-        "classes": json.dumps(manifest.classes),
-        "norm_mean": _float32_json(manifest.norm_mean),
-        "norm_std": _float32_json(manifest.norm_std),
-        "window": str(manifest.window),
-        "hop": str(manifest.hop),
-        "cell": manifest.cell or "",
-        "layers": str(manifest.layers),
-        "hidden_size": str(manifest.hidden_size),
-        "state_names": json.dumps(list(manifest.state_names)),
-    }
-
-
-def finish_onnx(path: Path, props: dict[str, str]) -> None:
-    """Sets metadata_props, drops value_info (shape hints ONNX Runtime infers again at load;
-    the quantizer adds them) and re-checks the file with onnx.checker."""
-    import onnx
-
-    model = onnx.load(str(path))
-    del model.graph.value_info[:]
-    del model.metadata_props[:]
-    for key, value in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def weight_bytes(path: Path) -> int:
-    """Bytes of a graph's initializers (weights, biases, scales), without the graph around them."""
-    import onnx
-    from onnx import numpy_helper
-
-    return sum(numpy_helper.to_array(t).nbytes for t in onnx.load(str(path)).graph.initializer)
-
-
-def op_counts(path: Path) -> dict[str, int]:
-    """How many nodes of each op type a graph has (Constant nodes left out)."""
-    import onnx
-
-    nodes = onnx.load(str(path)).graph.node
-    return dict(sorted(Counter(n.op_type for n in nodes if n.op_type != "Constant").items()))
-
-
-@contextmanager
-def _quiet_torchscript_exporter() -> Iterator[None]:
-    """Hides warnings that do not apply here: the exporter's deprecation notice, its RNN
-    batch-size warning (about initial states captured at trace time; the zero state is built
-    from the input's shape, and parity runs another batch size), nn.GRU/LSTM's tracer
-    warnings about their own input-size checks, and a notice about torch's internal logging."""
-    from torch.jit import TracerWarning
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
-        warnings.filterwarnings("ignore", category=TracerWarning)
-        warnings.filterwarnings("ignore", message="The feature will be removed")
-        yield
-
-
-def _export_window(model: Any, path: Path, x: np.ndarray, opset: int) -> None:
-    import torch
-
-    with _quiet_torchscript_exporter():
-        torch.onnx.export(
-            model,
-            (torch.from_numpy(x),),
-            str(path),
-            input_names=[WINDOW_INPUT],
-            output_names=[LOGITS],
-            dynamic_axes={WINDOW_INPUT: {0: "batch"}, LOGITS: {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-
-
-def _simplify(path: Path) -> None:
-    """Folds the exporter's shape arithmetic (Shape/Gather/Div feeding Slice) into constants
-    with onnxscript's optimizer; on the demo student a step call gets 30-40% cheaper. Where
-    onnxscript is not installed the graph stays as exported (parity checks either way)."""
-    try:
-        from onnxscript import optimizer
-    except ImportError:
-        log.info("onnxscript is not installed: %s keeps the exporter's shape ops", path.name)
-        return
-    import onnx
-
-    onnx.save(optimizer.optimize(onnx.load(str(path))), str(path))
-
-
-def _step_module(student: Any) -> Any:
-    """Wraps Student.step as forward(x, *state) -> (logits, *new_state) for tracing."""
-    from torch import nn
-
-    class StepModule(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.student = student
-
-        def forward(self, x: Any, *state: Any) -> tuple[Any, ...]:
-            logits, new_state = self.student.step(x, tuple(state))
-            return (logits, *new_state)
-
-    return StepModule().eval()
-
-
-def _export_step(student: Any, path: Path, n_features: int, opset: int) -> None:
-    import torch
-
-    names = tuple(student.state_names)
-    dynamic = {STEP_INPUT: {0: "batch"}, LOGITS: {0: "batch"}}
-    for name in names:
-        dynamic[name] = {1: "batch"}
-        dynamic[name + STATE_OUTPUT_SUFFIX] = {1: "batch"}
-    example = (torch.zeros(2, n_features), *student.initial_state(2))
-    with _quiet_torchscript_exporter():
-        torch.onnx.export(
-            _step_module(student),
-            example,
-            str(path),
-            input_names=[STEP_INPUT, *names],
-            output_names=[LOGITS, *(n + STATE_OUTPUT_SUFFIX for n in names)],
-            dynamic_axes=dynamic,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    loops = sorted(set(op_counts(path)) & LOOP_OPS)
-    if loops:
-        raise ConverterError(
-            f"the step graph contains {loops}; Student.step must be plain gate arithmetic so the "
-            "runtime, the int8 quantizer and TensorRT see a loop-free cell"
-        )
+REJECTED_DIR = "rejected"  # int8 variants refused by quantize's accuracy guard
 
 
 def _comparison_path(checkpoint_dir: Path) -> Path | None:
@@ -210,15 +47,15 @@ def _comparison_path(checkpoint_dir: Path) -> Path | None:
     return None
 
 
-def _remove_previous_export(out_dir: Path) -> None:
-    """Deletes the artifacts an earlier manifest listed: they belong to another model."""
+def _remove_previous_export(stage: Stage) -> None:
+    """The artifacts an earlier manifest listed go when the new ones move in: another model."""
     try:
-        previous = Manifest.load(out_dir)
+        previous = Manifest.load(stage.dest)
     except ManifestError:
         return
     for art in previous.artifacts.values():
-        (out_dir / art.file).unlink(missing_ok=True)
-    shutil.rmtree(out_dir / REJECTED_DIR, ignore_errors=True)
+        stage.remove(stage.dest / art.file)
+    stage.remove(stage.dest / REJECTED_DIR)
 
 
 def _versions(opset: int) -> dict[str, Any]:
@@ -320,97 +157,106 @@ def _add_comparison_rows(manifest: Manifest, n_parameters: int) -> None:
 
 
 def _export_checked(
-    model: Any, stage: Path, manifest: Manifest, test_x: np.ndarray, cfg: Config
+    target: Target, model: Any, stage: Path, manifest: Manifest, test_x: np.ndarray, cfg: Config
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Writes the graphs into `stage` and checks each against PyTorch on the first
     export.parity_windows test windows; returns {graph: file} and the parity figures."""
     x = test_x[: cfg.export.parity_windows]
     reference = torch_logits(model, x)
     tolerance = cfg.export.parity_tolerance
-    _export_window(model, stage / WINDOW_FILE, test_x[:2], cfg.export.opset)
-    _simplify(stage / WINDOW_FILE)
-    files = {"window": WINDOW_FILE}
-    parity = {
-        "window": compare_logits(
-            "window", reference, window_logits(ort_session(stage / WINDOW_FILE), x), tolerance
-        )
-    }
+    files = {"window": target.file_name("window")}
+    export_window_graph(model, stage / files["window"], test_x[:2], cfg.export.opset)
+    by_window = window_logits(ort_session(stage / files["window"]), x)
+    parity = {"window": compare_logits("window", reference, by_window, tolerance)}
     if manifest.model_kind == "student":
-        _export_step(model, stage / STEP_FILE, manifest.n_features, cfg.export.opset)
-        _simplify(stage / STEP_FILE)
-        graph = StepGraph(
-            ort_session(stage / STEP_FILE),
-            manifest.state_names,
-            manifest.layers,
-            manifest.hidden_size,
-        )
+        files["step"] = target.file_name("step")
+        export_step_graph(model, stage / files["step"], manifest.n_features, cfg.export.opset)
+        graph = StepGraph.of(ort_session(stage / files["step"]), manifest)
+        by_steps = step_graph_logits(graph, x)
         parity["step"] = compare_logits(
-            f"step (driven {manifest.window} times)",
-            reference,
-            step_graph_logits(graph, x),
-            tolerance,
+            f"step (driven {manifest.window} times)", reference, by_steps, tolerance
         )
-        files["step"] = STEP_FILE
     for graph_name, file in files.items():
-        finish_onnx(stage / file, onnx_metadata(manifest, graph_name))
+        finish_onnx(stage / file, onnx_metadata(manifest, graph_name, target.precision))
     return files, parity
 
 
-def export(
+def _test_metrics(window_file: Path, manifest: Manifest, data: Any) -> dict[str, Any]:
+    """Headline metrics of the ONNX window graph on the test split."""
+    from edge_lstm.metrics import compute_metrics
+
+    probs = softmax(window_logits(ort_session(window_file), data.test.x))
+    metrics = compute_metrics(probs, data.test.y, manifest.classes)
+    return {k: metrics[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1")}
+
+
+def _report_lines(manifest: Manifest) -> list[str]:
+    lines = [
+        f"parity {graph}: max |diff| {result['max_abs_diff']:.2e} over "
+        f"{result['windows']} windows, argmax identical"
+        for graph, result in manifest.metrics["parity"].items()
+    ]
+    test = manifest.metrics["onnx_test"]
+    return [*lines, f"ONNX window graph on the test split: macro-F1 {test['macro_f1']:.4f}"]
+
+
+def export_onnx(
+    target: Target,
     checkpoint: Path,
+    *,
     out_dir: Path,
     cfg: Config | None = None,
-    *,
     data_path: Path | None = None,
-) -> Manifest:
-    """Exports a checkpoint into a deployment folder after checking parity on test windows.
+) -> Outcome:
+    """The `onnx` target: exports a checkpoint into `out_dir` after checking parity.
 
     `cfg` defaults to the config stored in the checkpoint (its export section sets opset,
     parity tolerance and window count); `data_path` overrides where the test windows come from.
     Nothing is left in `out_dir` when a check fails.
     """
     from edge_lstm.checkpoint import load_checkpoint
-    from edge_lstm.metrics import compute_metrics
 
     ckpt = load_checkpoint(Path(checkpoint))
     meta, model = ckpt.meta, ckpt.model
     cfg = cfg or config_from_dict(meta.config, f"{ckpt.path}/model.json")
-    opset = cfg.export.opset
-    manifest = _new_manifest(meta, ckpt.path, opset)
+    manifest = _new_manifest(meta, ckpt.path, cfg.export.opset)
     data = prepare_matching_data(cfg, data_path, manifest)
-
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
-    try:
-        files, parity = _export_checked(model, stage, manifest, data.test.x, cfg)
-        window_session = ort_session(stage / WINDOW_FILE)
-        probs = softmax(window_logits(window_session, data.test.x))
-        test_metrics = compute_metrics(probs, data.test.y, manifest.classes)
+    with staged(out_dir, "export") as stage:
+        files, parity = _export_checked(target, model, stage.path, manifest, data.test.x, cfg)
         manifest.metrics = {
             "parity": parity,
             "parity_tolerance": cfg.export.parity_tolerance,
-            "onnx_test": {k: test_metrics[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1")},
+            "onnx_test": _test_metrics(stage.path / files["window"], manifest, data),
             "checkpoint": meta.metrics,
         }
-        infos = {
-            graph_name: {
-                "op_counts": op_counts(stage / file),
-                "latency_ms": graph_latency(stage / file, manifest, graph_name, data.test.x),
+        for graph, file in files.items():
+            info = {
+                "op_counts": op_counts(stage.path / file),
+                "latency_ms": graph_latency(stage.path / file, manifest, graph, data.test.x),
             }
-            for graph_name, file in files.items()
-        }
-        _remove_previous_export(out_dir)
-        for graph_name, file in files.items():
-            (stage / file).replace(out_dir / file)
-            manifest.add_artifact(
-                out_dir,
-                graph_name,
-                Artifact(file=file, kind=graph_name, precision="fp32", info=infos[graph_name]),
-            )
-        manifest.save(out_dir)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+            artifact = Artifact(file=file, kind=graph, precision=target.precision, info=info)
+            manifest.add_artifact(stage.path, target.artifact_name(graph), artifact)
+        _remove_previous_export(stage)
+        for file in files.values():
+            stage.keep(file)
+        manifest.save(stage.path)
+        stage.keep(MANIFEST_FILE)
     _add_comparison_rows(manifest, meta.n_parameters)
     log.info("exported %s to %s (parity %s)", meta.name, out_dir, parity)
-    return manifest
+    return Outcome(
+        folder=out_dir,
+        files=list(files.values()),
+        next=target.next_step(out_dir),
+        details=_report_lines(manifest),
+        result=manifest,
+    )
+
+
+def export(
+    checkpoint: Path, out_dir: Path, cfg: Config | None = None, *, data_path: Path | None = None
+) -> Manifest:
+    """`export_onnx` through the target table, for Python callers: returns the manifest."""
+    return convert(
+        get_target("onnx"), checkpoint, out_dir=out_dir, cfg=cfg, data_path=data_path
+    ).result

@@ -1,7 +1,9 @@
 """Running exported graphs with ONNX Runtime and checking them against PyTorch.
 
-The same runners serve the parity check of every export, the evaluation of quantized graphs and
-the latency figures, so "the step graph driven W times" means one thing everywhere.
+The same runners serve the parity check of every export, the evaluation of quantized graphs,
+engine parity and the latency figures: `step_graph_logits` is the one loop that drives a step
+graph (`StepGraph`) or a runtime step backend (`BackendSteps`) W times over each window, so "the
+step graph driven W times" means one thing everywhere.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,14 +33,27 @@ def ort_session(path: Path, threads: int = 1) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+class Steps(Protocol):
+    """Anything driven one reading at a time: a step graph session or a runtime step backend."""
+
+    def zero_state(self, batch: int) -> Any: ...
+
+    def step(self, x_t: np.ndarray, state: Any) -> tuple[np.ndarray, Any]: ...
+
+
 @dataclass
 class StepGraph:
-    """A step graph session plus the state layout needed to drive it."""
+    """A step graph session plus the state layout needed to drive it (state by input name)."""
 
     session: Any
     state_names: tuple[str, ...]
     layers: int
     hidden_size: int
+
+    @classmethod
+    def of(cls, session: Any, manifest: Manifest) -> StepGraph:
+        """The step graph `session` with the state layout of `manifest`."""
+        return cls(session, manifest.state_names, manifest.layers, manifest.hidden_size)
 
     def zero_state(self, batch: int) -> dict[str, np.ndarray]:
         shape = (self.layers, batch, self.hidden_size)
@@ -52,21 +67,21 @@ class StepGraph:
         logits, *new = self.session.run(outputs, {STEP_INPUT: x_t, **state})
         return logits, dict(zip(self.state_names, new, strict=True))
 
-    def window_logits(
-        self, x: np.ndarray, on_step: Callable[[int, dict[str, Any]], None] | None = None
-    ) -> np.ndarray:
-        """Logits after driving x[B, W, F] through W steps from the zero state.
 
-        `on_step(t, feeds)` sees every step's input feed (used to collect calibration data).
-        """
-        state = self.zero_state(x.shape[0])
-        logits = np.empty(0, np.float32)
-        for t in range(x.shape[1]):
-            x_t = np.ascontiguousarray(x[:, t, :])
-            if on_step is not None:
-                on_step(t, {STEP_INPUT: x_t, **state})
-            logits, state = self.step(x_t, state)
-        return logits
+@dataclass
+class BackendSteps:
+    """A runtime step backend (tuple state, e.g. a TensorRT engine) as `Steps`, starting from
+    the manifest's zero state."""
+
+    backend: Any
+    manifest: Manifest
+
+    def zero_state(self, batch: int) -> tuple[np.ndarray, ...]:
+        return self.manifest.zero_state(batch)
+
+    def step(self, x_t: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        logits, new = self.backend.step(x_t, state)
+        return np.asarray(logits, np.float32), new
 
 
 def window_logits(session: Any, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
@@ -77,9 +92,29 @@ def window_logits(session: Any, x: np.ndarray, batch: int = EVAL_BATCH) -> np.nd
     return np.concatenate(parts)
 
 
-def step_graph_logits(graph: StepGraph, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """Logits of the step graph driven W times for every window of x[N, W, F]."""
-    return np.concatenate([graph.window_logits(x[i : i + batch]) for i in range(0, len(x), batch)])
+def step_graph_logits(
+    graph: Steps,
+    x: np.ndarray,
+    batch: int = EVAL_BATCH,
+    on_step: Callable[[np.ndarray, Any], None] | None = None,
+) -> np.ndarray:
+    """Logits of `graph` driven W times from its zero state for every window of x[N, W, F],
+    `batch` windows at a time: the one W-step loop (parity, int8 scores, engines, evaluation).
+
+    `on_step(x_t, state)` sees each step's input before it runs (calibration collects them).
+    """
+    parts = []
+    for i in range(0, len(x), batch):
+        chunk = np.ascontiguousarray(x[i : i + batch], np.float32)
+        state = graph.zero_state(len(chunk))
+        logits = np.empty(0, np.float32)
+        for t in range(chunk.shape[1]):
+            x_t = np.ascontiguousarray(chunk[:, t, :])
+            if on_step is not None:
+                on_step(x_t, state)
+            logits, state = graph.step(x_t, state)
+        parts.append(logits)
+    return np.concatenate(parts)
 
 
 def window_call(session: Any) -> Callable[[np.ndarray], Any]:
@@ -87,7 +122,7 @@ def window_call(session: Any) -> Callable[[np.ndarray], Any]:
     return lambda x: session.run([LOGITS], {WINDOW_INPUT: x})
 
 
-def step_call(graph: StepGraph, state: dict[str, np.ndarray]) -> Callable[[np.ndarray], Any]:
+def step_call(graph: Steps, state: Any) -> Callable[[np.ndarray], Any]:
     """f(x_t[B, F]) advancing a step graph by one reading from a fixed state."""
     return lambda x_t: graph.step(x_t, state)
 
@@ -98,7 +133,7 @@ def graph_latency(path: Path, manifest: Manifest, kind: str, x: np.ndarray) -> d
     from edge_lstm.latency import measure_latency
 
     session = ort_session(path, threads=1)
-    graph = StepGraph(session, manifest.state_names, manifest.layers, manifest.hidden_size)
+    graph = StepGraph.of(session, manifest)
     result: dict[str, Any] = {}
     for batch in LATENCY_BATCHES:
         xb = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])), dtype=np.float32)

@@ -11,25 +11,18 @@ off by up to 0.75 (docs/ARCHITECTURE.md, "Facts measured").
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from converters.errors import ConverterError
-from converters.export_onnx import (
-    LOOP_OPS,
-    REJECTED_DIR,
-    finish_onnx,
-    onnx_metadata,
-    op_counts,
-    prepare_matching_data,
-    weight_bytes,
-)
+from converters.export_onnx import REJECTED_DIR, prepare_matching_data
+from converters.onnx_files import LOOP_OPS, finish_onnx, onnx_metadata, op_counts, weight_bytes
+from converters.outcome import Outcome
 from converters.parity import (
     StepGraph,
     graph_latency,
@@ -37,9 +30,11 @@ from converters.parity import (
     step_graph_logits,
     window_logits,
 )
-from converters.targets import Target, check_args, target_for
+from converters.staging import Stage, staged
+from converters.targets import Target
 from edge_lstm.config import Config, config_from_dict
-from runtime.manifest import WINDOW_INPUT, Artifact, Manifest
+from edge_lstm.units import human_size
+from runtime.manifest import MANIFEST_FILE, STEP_INPUT, WINDOW_INPUT, Artifact, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +60,11 @@ def _config(manifest: Manifest, deploy_dir: Path) -> Config:
     return config_from_dict(raw, f"{deploy_dir}/manifest.json provenance")
 
 
-def _stepper(path: Path, manifest: Manifest) -> StepGraph:
-    return StepGraph(ort_session(path), manifest.state_names, manifest.layers, manifest.hidden_size)
-
-
 def _logits(path: Path, kind: str, manifest: Manifest, x: np.ndarray) -> np.ndarray:
     """Test-split logits: window graphs directly, step graphs driven W steps."""
     if kind == "window":
         return window_logits(ort_session(path), x)
-    return step_graph_logits(_stepper(path, manifest), x)
+    return step_graph_logits(StepGraph.of(ort_session(path), manifest), x)
 
 
 def _calibration_feeds(
@@ -81,13 +72,18 @@ def _calibration_feeds(
 ) -> list[dict[str, np.ndarray]]:
     """Inputs the calibrator runs: whole windows for a window graph; for a step graph every
     step's reading with the real recurrent state the fp32 graph carried into that step."""
-    chunks = [x[i : i + CALIBRATION_BATCH] for i in range(0, len(x), CALIBRATION_BATCH)]
     if kind == "window":
-        return [{WINDOW_INPUT: chunk} for chunk in chunks]
+        return [
+            {WINDOW_INPUT: x[i : i + CALIBRATION_BATCH]}
+            for i in range(0, len(x), CALIBRATION_BATCH)
+        ]
     feeds: list[dict[str, np.ndarray]] = []
-    graph = _stepper(fp32_path, manifest)
-    for chunk in chunks:
-        graph.window_logits(chunk, on_step=lambda _t, feed: feeds.append(dict(feed)))
+    step_graph_logits(
+        StepGraph.of(ort_session(fp32_path), manifest),
+        x,
+        batch=CALIBRATION_BATCH,
+        on_step=lambda x_t, state: feeds.append({STEP_INPUT: x_t, **state}),
+    )
     return feeds
 
 
@@ -117,52 +113,46 @@ def _quiet_quantizer() -> Iterator[None]:
         root.removeFilter(advice)
 
 
-def _quantize_file(
-    target: Target, src: Path, dst: Path, feeds: list[dict[str, np.ndarray]] | None
-) -> None:
+def _dynamic_file(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     with _quiet_quantizer():
-        _run_quantizer(target, src, dst, feeds)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
 
 
-def _run_quantizer(
-    target: Target, src: Path, dst: Path, feeds: list[dict[str, np.ndarray]] | None
-) -> None:
+def _static_file(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
-        quantize_dynamic,
         quantize_static,
     )
 
-    if target.variant == "dynamic":
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
-        return
-
     class FeedReader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._feeds = iter(feeds or [])
+            self._feeds = iter(feeds)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._feeds, None)
 
-    quantize_static(
-        src,
-        dst,
-        FeedReader(),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=STATIC_OP_TYPES,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        # symmetric int8 everywhere: what TensorRT's explicit quantization accepts
-        extra_options={
-            "ActivationSymmetric": True,
-            "WeightSymmetric": True,
-            "DedicatedQDQPair": True,
-        },
-    )
+    with _quiet_quantizer():
+        quantize_static(
+            src,
+            dst,
+            FeedReader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=STATIC_OP_TYPES,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            # symmetric int8 everywhere: what TensorRT's explicit quantization accepts
+            extra_options={
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "DedicatedQDQPair": True,
+            },
+        )
 
 
 def _evaluate(
@@ -235,100 +225,160 @@ def _add_comparison_rows(manifest: Manifest, target: Target, results: dict[str, 
     update_comparison(Path(table), [row])
 
 
-def _quantize_graph(
-    target: Target,
-    manifest: Manifest,
-    deploy_dir: Path,
-    kind: str,
-    stage: Path,
-    data: Any,
-    calibration: np.ndarray | None,
-) -> tuple[str, dict[str, Any]]:
-    """Writes the int8 variant of one graph into `stage`; returns its file name and figures."""
-    src = manifest.verified_path(deploy_dir, kind)
-    file = src.name.removesuffix(".onnx") + target.suffix
-    feeds = None if calibration is None else _calibration_feeds(src, kind, manifest, calibration)
-    _quantize_file(target, src, stage / file, feeds)
-    finish_onnx(stage / file, onnx_metadata(manifest, kind, target.precision))
-    info = _evaluate(manifest, kind, src, stage / file, data.test.x, data.test.y)
-    info["mode"] = target.variant
-    if calibration is not None:
-        info["calibration_windows"] = len(calibration)
-    return file, info
+def _ms(latency: dict[str, Any], batch: str) -> str:
+    return f"{latency[batch]['median_ms']:.3f}"
 
 
-def _set_aside(path: Path, deploy_dir: Path) -> None:
-    """Moves a refused variant to rejected/ and removes an older accepted copy."""
-    (deploy_dir / REJECTED_DIR).mkdir(exist_ok=True)
-    path.replace(deploy_dir / REJECTED_DIR / path.name)
-    (deploy_dir / path.name).unlink(missing_ok=True)
-
-
-def quantize(
-    deploy_dir: Path,
-    mode: str = "dynamic",
-    calibration_windows: int | None = None,
-    tolerance_points: float | None = None,
-    *,
-    data_path: Path | None = None,
-) -> dict[str, Any]:
-    """Writes int8 variants of the window and step graphs and records them in the manifest.
-
-    Returns {artifact name: figures} for the accepted ones. A variant whose test macro-F1 drops
-    more than `tolerance_points` (default quantize.tolerance_points of the config) is moved to
-    `<deploy_dir>/rejected/`, left out of the manifest, and reported with ConverterError.
-    """
-    target = target_for("quantize", mode)
-    check_args(
-        target,
-        {"calibration_windows": calibration_windows, "tolerance_points": tolerance_points},
+def result_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The table `edgelstm quantize` prints: one row per int8 artifact, fp32 -> int8."""
+    header = (
+        f"{'artifact':<22} {'size fp32 -> int8':>36} {'macro-F1 fp32 -> int8':>23} "
+        f"{'agree':>6} {'ms b1 fp32/int8':>16} {'ms b256 fp32/int8':>18}"
     )
-    deploy_dir = Path(deploy_dir)
-    manifest = Manifest.load(deploy_dir)
-    cfg = _config(manifest, deploy_dir)
-    tolerance = cfg.quantize.tolerance_points if tolerance_points is None else tolerance_points
-    if tolerance < 0:
-        raise ConverterError(f"--tolerance must be >= 0 macro-F1 points, got {tolerance:g}")
-    data = prepare_matching_data(cfg, data_path, manifest)
-    calibration = None
-    if target.variant == "static":
-        n = calibration_windows or cfg.quantize.calibration_windows
-        calibration = _calibration_windows(cfg, data.train.x, n)
+    lines = [header]
+    for name, r in results.items():
+        size = (
+            f"{human_size(r['size_bytes_fp32'])} -> {human_size(r['size_bytes'])} "
+            f"({r['size_ratio']:.0%}; weights {r['weight_ratio']:.0%})"
+        )
+        f1 = f"{r['macro_f1_fp32']:.4f} -> {r['macro_f1']:.4f}"
+        b1 = f"{_ms(r['latency_ms_fp32'], 'b1')}/{_ms(r['latency_ms'], 'b1')}"
+        b256 = f"{_ms(r['latency_ms_fp32'], 'b256')}/{_ms(r['latency_ms'], 'b256')}"
+        lines.append(
+            f"{name:<22} {size:>36} {f1:>23} {r['argmax_agreement']:>6.1%} {b1:>16} {b256:>18}"
+        )
+    for name, r in results.items():
+        ops = ", ".join(f"{op} x{n}" for op, n in r["quantized_ops"].items()) or "none"
+        fp32 = (
+            f"; {'/'.join(r['fp32_recurrent_ops'])} stays fp32" if r["fp32_recurrent_ops"] else ""
+        )
+        lines.append(f"{name}: quantized ops {ops}{fp32}")
+    lines.append("latency: ms per call, 1 thread; window graphs per window, step graphs per step")
+    return lines
 
+
+# writes the int8 variant of the fp32 graph `src` (of kind "window"/"step") to `dst`
+Writer = Callable[[str, Path, Path], None]
+
+
+@dataclass
+class _Inputs:
+    """A deployment folder, the config and data it was exported from, and the tolerance."""
+
+    target: Target
+    deploy_dir: Path
+    manifest: Manifest
+    cfg: Config
+    data: Any
+    tolerance: float
+
+    @classmethod
+    def load(
+        cls,
+        target: Target,
+        deploy_dir: Path,
+        tolerance_points: float | None,
+        data_path: Path | None,
+    ) -> _Inputs:
+        manifest = Manifest.load(deploy_dir)
+        cfg = _config(manifest, deploy_dir)
+        tolerance = cfg.quantize.tolerance_points if tolerance_points is None else tolerance_points
+        if tolerance < 0:
+            raise ConverterError(f"--tolerance must be >= 0 macro-F1 points, got {tolerance:g}")
+        data = prepare_matching_data(cfg, data_path, manifest)
+        return cls(target, deploy_dir, manifest, cfg, data, tolerance)
+
+
+def _quantize_graph(job: _Inputs, stage: Stage, kind: str, write: Writer) -> tuple[str, dict]:
+    """Writes the int8 variant of one graph into the stage; returns its file and figures."""
+    target, manifest = job.target, job.manifest
+    src = manifest.verified_path(job.deploy_dir, kind)
+    file = target.file_name(kind)
+    write(kind, src, stage.path / file)
+    finish_onnx(stage.path / file, onnx_metadata(manifest, kind, target.precision))
+    info = _evaluate(manifest, kind, src, stage.path / file, job.data.test.x, job.data.test.y)
+    return file, {**info, "mode": target.variant}
+
+
+def _quantize(job: _Inputs, write: Writer, extra_info: dict[str, Any]) -> Outcome:
+    """Writes the int8 variants of the window and step graphs and records them in the manifest.
+
+    A variant whose test macro-F1 drops more than the tolerance is moved to `rejected/`, left
+    out of the manifest, and reported with ConverterError once the accepted ones are in place.
+    """
+    target, manifest, deploy_dir = job.target, job.manifest, job.deploy_dir
     accepted: dict[str, dict[str, Any]] = {}
     rejected: list[str] = []
-    stage = Path(tempfile.mkdtemp(prefix=".quantize-", dir=deploy_dir))
-    try:
+    with staged(deploy_dir, "quantize") as stage:
         for kind in (s for s in target.sources if s in manifest.artifacts):
             name = target.artifact_name(kind)
-            file, info = _quantize_graph(
-                target, manifest, deploy_dir, kind, stage, data, calibration
-            )
+            file, info = _quantize_graph(job, stage, kind, write)
+            info.update(extra_info)
             manifest.artifacts.pop(name, None)
-            if info["macro_f1_drop_points"] > tolerance:
-                _set_aside(stage / file, deploy_dir)
+            if info["macro_f1_drop_points"] > job.tolerance:
+                stage.keep(file, into=REJECTED_DIR)
+                stage.remove(deploy_dir / file)
                 rejected.append(
                     f"{name} (macro-F1 {info['macro_f1_fp32']:.4f} -> {info['macro_f1']:.4f}, "
                     f"-{info['macro_f1_drop_points']:.2f} points)"
                 )
                 continue
-            (stage / file).replace(deploy_dir / file)
-            (deploy_dir / REJECTED_DIR / file).unlink(missing_ok=True)
-            manifest.add_artifact(
-                deploy_dir,
-                name,
-                Artifact(file=file, kind=kind, precision=target.precision, info=info),
-            )
+            artifact = Artifact(file=file, kind=kind, precision=target.precision, info=info)
+            manifest.add_artifact(stage.path, name, artifact)
+            stage.keep(file)
+            stage.remove(deploy_dir / REJECTED_DIR / file)
             accepted[name] = info
-        manifest.save(deploy_dir)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        manifest.save(stage.path)
+        stage.keep(MANIFEST_FILE)
     _add_comparison_rows(manifest, target, {a["graph"]: a for a in accepted.values()})
     if rejected:
         raise ConverterError(
-            f"int8 ({target.variant}) lost more than {tolerance:g} macro-F1 points on the test "
-            f"split: {'; '.join(rejected)}; kept aside in {deploy_dir / REJECTED_DIR} and not "
-            "listed in the manifest (try --mode static, more --calibration-windows, or deploy "
-            "fp32)"
+            f"int8 ({target.variant}) lost more than {job.tolerance:g} macro-F1 points on the "
+            f"test split: {'; '.join(rejected)}; kept aside in {deploy_dir / REJECTED_DIR} and "
+            "not listed in the manifest (try --mode static, more --calibration-windows, or "
+            "deploy fp32)"
         )
-    return accepted
+    return Outcome(
+        folder=deploy_dir,
+        files=[manifest.artifacts[name].file for name in accepted],
+        next=target.next_step(deploy_dir),
+        details=result_lines(accepted),
+        result=accepted,
+    )
+
+
+def quantize_int8_dynamic(
+    target: Target,
+    deploy_dir: Path,
+    *,
+    tolerance_points: float | None = None,
+    data_path: Path | None = None,
+) -> Outcome:
+    """The `onnx-int8-dynamic` target: int8 weights, activations quantized per call.
+
+    `tolerance_points` defaults to quantize.tolerance_points of the exported config.
+    """
+    job = _Inputs.load(target, deploy_dir, tolerance_points, data_path)
+    return _quantize(job, lambda _kind, src, dst: _dynamic_file(src, dst), {})
+
+
+def quantize_int8_static(
+    target: Target,
+    deploy_dir: Path,
+    *,
+    calibration_windows: int | None = None,
+    tolerance_points: float | None = None,
+    data_path: Path | None = None,
+) -> Outcome:
+    """The `onnx-int8-static` target: QDQ with ranges calibrated on training windows.
+
+    `calibration_windows` defaults to quantize.calibration_windows of the exported config.
+    """
+    job = _Inputs.load(target, deploy_dir, tolerance_points, data_path)
+    n = calibration_windows or job.cfg.quantize.calibration_windows
+    windows = _calibration_windows(job.cfg, job.data.train.x, n)
+
+    def write(kind: str, src: Path, dst: Path) -> None:
+        _static_file(src, dst, _calibration_feeds(src, kind, job.manifest, windows))
+
+    return _quantize(job, write, {"calibration_windows": len(windows)})

@@ -16,16 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.distill import student_name, train_student
+from converters.students import student_name, train_student
 from edge_lstm.config import Config, StudentConfig, TrainConfig
 from edge_lstm.data import PreparedData
 from edge_lstm.latency import torch_window_latency
 from edge_lstm.models import count_parameters
+from edge_lstm.plotting import pyplot
 
 log = logging.getLogger(__name__)
 
 GRID: dict[str, tuple] = {"cell": ("gru", "lstm"), "layers": (1, 2), "hidden_size": (8, 16, 32, 64)}
 TARGET_SHARE = 0.98  # of the teacher's validation macro-F1
+SEARCH_REPORT = "search.md"
 
 
 @dataclass
@@ -78,11 +80,7 @@ def recommend(candidates: list[Candidate], target_f1: float | None) -> Candidate
 
 
 def _plot(candidates: list[Candidate], target_f1: float | None, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for cell, marker in (("gru", "o"), ("lstm", "s")):
         group = [c for c in candidates if c.cell == cell]
@@ -147,6 +145,66 @@ def _markdown(candidates: list[Candidate], target_f1: float | None, pick: Candid
     return "\n".join(lines) + "\n"
 
 
+def _candidate(
+    cfg: Config,
+    prepared: PreparedData,
+    soft_targets: np.ndarray,
+    student_cfg: StudentConfig,
+    budget: TrainConfig,
+    desc: str,
+) -> Candidate:
+    """Distills one student of the grid on the short budget and measures it."""
+    run = train_student(
+        prepared,
+        student_cfg,
+        budget,
+        cfg.data.class_balance,
+        soft_targets=soft_targets,
+        temperature=cfg.distill.temperature,
+        alpha=cfg.distill.alpha,
+        desc=desc,
+    )
+    window, n_features = cfg.data.window, len(prepared.features)
+    latency = {b: torch_window_latency(run.model, n_features, window, b) for b in (1, 256)}
+    return Candidate(
+        name=student_name(student_cfg),
+        cell=student_cfg.cell,
+        layers=student_cfg.layers,
+        hidden_size=student_cfg.hidden_size,
+        parameters=count_parameters(run.model),
+        val_macro_f1=run.val.get("macro_f1", float("nan")),
+        test_macro_f1=run.test["macro_f1"],
+        test_accuracy=run.test["accuracy"],
+        latency_ms_b1=latency[1]["median_ms"],
+        latency_ms_b256=latency[256]["median_ms"],
+        train_seconds=run.result.seconds,
+    )
+
+
+def _write_report(
+    out_dir: Path,
+    candidates: list[Candidate],
+    budget: TrainConfig,
+    teacher_val_f1: float | None,
+) -> None:
+    """Marks the Pareto front; writes search.json, search.md and pareto.png."""
+    front = {c.name for c in pareto_front(candidates)}
+    for c in candidates:
+        c.pareto = c.name in front
+    target = None if teacher_val_f1 is None else TARGET_SHARE * teacher_val_f1
+    pick = recommend(candidates, target)
+    report = {
+        "budget": budget.model_dump(mode="json"),
+        "teacher_val_macro_f1": teacher_val_f1,
+        "target_val_macro_f1": target,
+        "recommended": None if pick is None else pick.name,
+        "candidates": [asdict(c) for c in candidates],
+    }
+    (out_dir / "search.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / SEARCH_REPORT).write_text(_markdown(candidates, target, pick))
+    _plot(candidates, target, out_dir / "pareto.png")
+
+
 def search_students(
     cfg: Config,
     prepared: PreparedData,
@@ -161,63 +219,17 @@ def search_students(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     budget = short_budget(cfg.distill.train)
-    window, n_features = cfg.data.window, len(prepared.features)
     points = list(itertools.product(grid["cell"], grid["layers"], grid["hidden_size"]))
     candidates: list[Candidate] = []
     for i, (cell, layers, hidden) in enumerate(points, 1):
         student_cfg = StudentConfig.model_validate(
             {**cfg.student.model_dump(), "cell": cell, "layers": layers, "hidden_size": hidden}
         )
-        name = student_name(student_cfg)
-        run = train_student(
-            prepared,
-            student_cfg,
-            budget,
-            cfg.data.class_balance,
-            soft_targets=soft_targets,
-            temperature=cfg.distill.temperature,
-            alpha=cfg.distill.alpha,
-            desc=f"search {i}/{len(points)} {name}",
-        )
-        b1 = torch_window_latency(run.model, n_features, window, 1)["median_ms"]
-        b256 = torch_window_latency(run.model, n_features, window, 256)["median_ms"]
-        candidates.append(
-            Candidate(
-                name=name,
-                cell=cell,
-                layers=layers,
-                hidden_size=hidden,
-                parameters=count_parameters(run.model),
-                val_macro_f1=run.val.get("macro_f1", float("nan")),
-                test_macro_f1=run.test["macro_f1"],
-                test_accuracy=run.test["accuracy"],
-                latency_ms_b1=b1,
-                latency_ms_b256=b256,
-                train_seconds=run.result.seconds,
-            )
-        )
+        desc = f"search {i}/{len(points)} {student_name(student_cfg)}"
+        c = _candidate(cfg, prepared, soft_targets, student_cfg, budget, desc)
+        candidates.append(c)
         log.info(
-            "search %s: val macro-F1 %.4f, %.3f ms at b1",
-            name, candidates[-1].val_macro_f1, b1,
-        )  # fmt: skip
-    front = {c.name for c in pareto_front(candidates)}
-    for c in candidates:
-        c.pareto = c.name in front
-    target = None if teacher_val_f1 is None else TARGET_SHARE * teacher_val_f1
-    pick = recommend(candidates, target)
-    (out_dir / "search.json").write_text(
-        json.dumps(
-            {
-                "budget": budget.model_dump(mode="json"),
-                "teacher_val_macro_f1": teacher_val_f1,
-                "target_val_macro_f1": target,
-                "recommended": None if pick is None else pick.name,
-                "candidates": [asdict(c) for c in candidates],
-            },
-            indent=2,
+            "search %s: val macro-F1 %.4f, %.3f ms at b1", c.name, c.val_macro_f1, c.latency_ms_b1
         )
-        + "\n"
-    )
-    (out_dir / "search.md").write_text(_markdown(candidates, target, pick))
-    _plot(candidates, target, out_dir / "pareto.png")
+    _write_report(out_dir, candidates, budget, teacher_val_f1)
     return candidates

@@ -1,17 +1,30 @@
-"""The table of export targets: what each writes, whether it needs a GPU, which options it takes.
+"""The table of conversion targets, and `convert`, which runs one (after Ultralytics' exporter).
 
-Every converter command resolves its target here first, so a misspelled mode gets a "did you
-mean" and an option the target does not use is refused instead of silently ignored.
+Each row says what the target is made from, the manifest name and file name of what it writes,
+whether it is built on (and bound to) a GPU, the options it takes, the function that makes it
+and the command that comes next. `edgelstm export`, `quantize` and `build-engine` look their
+target up here and call `convert`: a misspelled target gets a "did you mean", an option the
+target does not take is refused by name, and no converter spells a file name by hand.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from converters.errors import ConverterError
+
+if TYPE_CHECKING:
+    from converters.outcome import Outcome
+    from runtime.backends.cuda_helpers import DeviceFacts
+
+# file stem of each graph kind: the window graph is model.onnx, the step graph step.onnx
+STEMS = {"window": "model", "step": "step"}
 
 
 @dataclass(frozen=True)
@@ -20,94 +33,100 @@ class Target:
 
     name: str  # e.g. "onnx-int8-static"
     command: str  # the edgelstm command that makes it
-    variant: str  # the command's --mode / --precision value ("" for plain export)
-    precision: str  # manifest precision of the artifacts it writes
-    suffix: str  # file name suffix of its artifacts
-    needs_gpu: bool
-    sources: tuple[str, ...]  # manifest artifacts it converts ("" = a checkpoint)
-    args: frozenset[str]  # keyword options it accepts
-    summary: str
+    variant: str  # that command's --mode / --precision value ("" for export)
+    precision: str  # manifest precision of what it writes
+    artifact: str  # manifest name; {graph} is "window" or "step"
+    file: str  # file name; {stem} of the graph, {tensorrt} and {gpu} of the building device
+    needs_gpu: bool  # built on the GPU that runs it, so the file name carries that device
+    sources: tuple[str, ...]  # manifest artifacts it converts (none: a checkpoint)
+    args: frozenset[str]  # keyword options its function takes
+    function: str  # "module:function" making it: f(target, path, **options) -> Outcome
+    next: str  # the command that uses what it wrote; {folder}, {artifact}
 
-    def artifact_name(self, source: str) -> str:
-        """Manifest name of the artifact made from `source`, e.g. "step.int8-static"."""
-        if self.command == "quantize":
-            return f"{source}.int8-{self.variant}"
-        if self.command == "build-engine":
-            return f"step.trt-{self.variant}"
-        return source
+    def artifact_name(self, graph: str) -> str:
+        """Manifest name of what it makes of `graph`, e.g. "step.int8-static"."""
+        return self.artifact.format(graph=graph)
+
+    def file_name(self, graph: str, device: DeviceFacts | None = None) -> str:
+        """File it writes for `graph`, e.g. "model.int8-static.onnx" or, for a GPU target,
+        "step.fp16.trt10.3.nvidia-h100-80gb-hbm3.engine" (needs the building device)."""
+        facts: dict[str, str] = {}
+        if self.needs_gpu:
+            if device is None:
+                raise ConverterError(f"{self.name} files are named after the GPU that builds them")
+            facts = {"tensorrt": device.tensorrt_major_minor, "gpu": device.gpu_slug}
+        return self.file.format(stem=STEMS[graph], **facts)
+
+    def next_step(self, folder: Path) -> str:
+        """The command to run on `folder` once this target is written."""
+        return self.next.format(folder=folder, artifact=self.artifact_name("step"))
 
 
+_INT8_ARGS = frozenset({"tolerance_points", "data_path"})
 _ENGINE_ARGS = frozenset({"max_batch", "opt_batch", "workspace_mb"})
+
+
+def _engine(precision: str, source: str) -> Target:
+    return Target(
+        name=f"tensorrt-{precision}",
+        command="build-engine",
+        variant=precision,
+        precision=precision,
+        artifact=f"{{graph}}.trt-{precision}",
+        file=f"{{stem}}.{precision}.trt{{tensorrt}}.{{gpu}}.engine",
+        needs_gpu=True,
+        sources=(source,),
+        args=_ENGINE_ARGS,
+        function="converters.tensorrt_build:build_tensorrt_engine",
+        next="edgelstm serve --model-dir {folder} --backend tensorrt --artifact {artifact}",
+    )
+
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target(
-            "onnx",
-            "export",
-            "",
-            "fp32",
-            ".onnx",
-            False,
-            ("",),
-            frozenset({"cfg", "data_path"}),
-            "window graph + loop-free step graph, parity-checked against PyTorch",
+            name="onnx",
+            command="export",
+            variant="",
+            precision="fp32",
+            artifact="{graph}",
+            file="{stem}.onnx",
+            needs_gpu=False,
+            sources=(),
+            args=frozenset({"out_dir", "cfg", "data_path"}),
+            function="converters.export_onnx:export_onnx",
+            next="edgelstm quantize {folder}",
         ),
         Target(
-            "onnx-int8-dynamic",
-            "quantize",
-            "dynamic",
-            "int8-dynamic",
-            ".int8-dynamic.onnx",
-            False,
-            ("window", "step"),
-            frozenset({"tolerance_points"}),
-            "int8 weights, activations quantized per call (ONNX Runtime CPU)",
+            name="onnx-int8-dynamic",
+            command="quantize",
+            variant="dynamic",
+            precision="int8-dynamic",
+            artifact="{graph}.int8-dynamic",
+            file="{stem}.int8-dynamic.onnx",
+            needs_gpu=False,
+            sources=("window", "step"),
+            args=_INT8_ARGS,
+            function="converters.quantize:quantize_int8_dynamic",
+            next="edgelstm quantize {folder} --mode static",
         ),
         Target(
-            "onnx-int8-static",
-            "quantize",
-            "static",
-            "int8-static",
-            ".int8-static.onnx",
-            False,
-            ("window", "step"),
-            frozenset({"tolerance_points", "calibration_windows"}),
-            "QDQ int8 calibrated on training windows (ONNX Runtime, TensorRT explicit INT8)",
+            name="onnx-int8-static",
+            command="quantize",
+            variant="static",
+            precision="int8-static",
+            artifact="{graph}.int8-static",
+            file="{stem}.int8-static.onnx",
+            needs_gpu=False,
+            sources=("window", "step"),
+            args=_INT8_ARGS | {"calibration_windows"},
+            function="converters.quantize:quantize_int8_static",
+            next="edgelstm build-engine {folder} --precision int8",
         ),
-        Target(
-            "tensorrt-fp32",
-            "build-engine",
-            "fp32",
-            "fp32",
-            ".engine",
-            True,
-            ("step",),
-            _ENGINE_ARGS,
-            "TensorRT engine of the step graph in fp32",
-        ),
-        Target(
-            "tensorrt-fp16",
-            "build-engine",
-            "fp16",
-            "fp16",
-            ".engine",
-            True,
-            ("step",),
-            _ENGINE_ARGS,
-            "TensorRT engine of the step graph with fp16 kernels allowed",
-        ),
-        Target(
-            "tensorrt-int8",
-            "build-engine",
-            "int8",
-            "int8",
-            ".engine",
-            True,
-            ("step.int8-static",),
-            _ENGINE_ARGS,
-            "TensorRT engine from the QDQ step graph (explicit quantization, no calibrator)",
-        ),
+        _engine("fp32", "step"),
+        _engine("fp16", "step"),
+        _engine("int8", "step.int8-static"),  # explicit quantization from the QDQ graph
     )
 }
 
@@ -146,3 +165,18 @@ def check_args(target: Target, given: Mapping[str, Any]) -> None:
         raise ConverterError(
             f"target {target.name!r} does not accept {', '.join(unused)} (it accepts {accepted})"
         )
+
+
+def convert(target: Target, path: Path, **options: Any) -> Outcome:
+    """Runs `target` on `path` (a checkpoint or a deployment folder) with `options`, timed.
+
+    Options left None count as not given; any other option the target does not take is refused.
+    """
+    check_args(target, options)
+    module, attr = target.function.split(":")
+    function = getattr(importlib.import_module(module), attr)
+    options = {k: v for k, v in options.items() if v is not None}
+    started = time.perf_counter()
+    outcome = function(target, Path(path), **options)
+    outcome.seconds = time.perf_counter() - started
+    return outcome

@@ -2,14 +2,12 @@
 
 The engine file is exactly what the builder serialized (so `trtexec --loadEngine` still reads
 it); its sha256 and build facts (TensorRT version, GPU, compute capability, profile) go into the
-manifest. Everything is written under a temporary name and renamed at the end.
+manifest. Everything is written into a stage folder and moved in at the end (`staging`).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from converters.errors import ConverterError
-from converters.parity import StepGraph, ort_session
-from converters.targets import check_args, target_for
+from converters.outcome import Outcome
+from converters.parity import BackendSteps, StepGraph, ort_session, step_graph_logits
+from converters.staging import Stage, staged
+from converters.targets import Target
 from converters.tensorrt_compat import (
     builder_logger,
     network_flags,
@@ -28,7 +28,7 @@ from converters.tensorrt_compat import (
 )
 from runtime.backends.cuda_helpers import DeviceFacts, device_facts, import_tensorrt
 from runtime.errors import BackendError
-from runtime.manifest import STEP_INPUT, Artifact, Manifest
+from runtime.manifest import MANIFEST_FILE, STEP_INPUT, Artifact, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +93,10 @@ def _parity(engine: Path, manifest: Manifest, onnx_path: Path, batch: int) -> di
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, manifest.window, manifest.n_features), np.float32)
-    reference = StepGraph(
-        ort_session(onnx_path), manifest.state_names, manifest.layers, manifest.hidden_size
-    ).window_logits(x)
+    reference = step_graph_logits(StepGraph.of(ort_session(onnx_path), manifest), x)
     backend = TensorRTStepBackend(engine, manifest)
     try:
-        state = tuple(
-            np.zeros(manifest.state_shape(batch), np.float32) for _ in manifest.state_names
-        )
-        logits = np.empty(0, np.float32)
-        for t in range(manifest.window):
-            logits, state = backend.step(np.ascontiguousarray(x[:, t]), state)
+        logits = step_graph_logits(BackendSteps(backend, manifest), x)
     finally:
         backend.close()
     return {
@@ -115,37 +108,27 @@ def _parity(engine: Path, manifest: Manifest, onnx_path: Path, batch: int) -> di
     }
 
 
-def _facts() -> tuple[Any, DeviceFacts]:
+def _device() -> tuple[Any, DeviceFacts]:
+    """TensorRT and the facts of this machine's GPU, or why an engine cannot be built here."""
     try:
         return import_tensorrt(), device_facts()
     except BackendError as exc:
         raise ConverterError(f"cannot build a TensorRT engine here: {exc}") from None
 
 
-def build_engine(
-    deploy_dir: Path,
-    precision: str = "fp16",
-    max_batch: int = 256,
-    workspace_mb: int = 1024,
-    opt_batch: int | None = None,
-) -> Path:
-    """Builds the step graph's engine for this GPU and records it in the manifest.
-
-    The profile covers batches 1..max_batch, tuned for `opt_batch` (default min(64, max)).
-    int8 builds from the static QDQ graph (`edgelstm quantize --mode static`), never with a
-    calibrator. Returns the engine path.
-    """
-    target = target_for("build-engine", precision)
-    check_args(
-        target, {"max_batch": max_batch, "opt_batch": opt_batch, "workspace_mb": workspace_mb}
-    )
+def _profile(max_batch: int, opt_batch: int | None, workspace_mb: int) -> tuple[int, int, int]:
+    """The (min, opt, max) batches of the optimization profile, after checking the options."""
     opt = opt_batch or min(64, max_batch)
     if not 1 <= opt <= max_batch or workspace_mb < 1:
         raise ConverterError(
             f"need 1 <= --opt-batch <= --max-batch and --workspace >= 1 MB, got "
             f"{opt}/{max_batch}/{workspace_mb}"
         )
-    deploy_dir = Path(deploy_dir)
+    return (1, opt, max_batch)
+
+
+def _source(target: Target, deploy_dir: Path) -> tuple[Manifest, Path]:
+    """The folder's manifest and the verified step graph the engine is built from."""
     manifest = Manifest.load(deploy_dir)
     if manifest.model_kind != "student":
         raise ConverterError(
@@ -158,55 +141,89 @@ def build_engine(
             f"{deploy_dir} has no {source!r} graph; run `edgelstm quantize {deploy_dir} "
             "--mode static` first (INT8 engines are built from its Q/DQ scales)"
         )
-    onnx_path = manifest.verified_path(deploy_dir, source)
-    trt, facts = _facts()
-    name = target.artifact_name(source)
-    engine_file = f"step.{precision}.trt{facts.tensorrt_major_minor}.{facts.gpu_slug}.engine"
-    cache_path = deploy_dir / TIMING_CACHE
+    return manifest, manifest.verified_path(deploy_dir, source)
+
+
+def _engine_info(
+    facts: DeviceFacts, manifest: Manifest, source: str, batches: tuple[int, ...], **more: Any
+) -> dict[str, Any]:
+    """The build facts recorded with the engine (the runtime checks the device ones)."""
+    return {
+        **facts.as_info(),
+        "source": source,
+        "source_sha256": manifest.artifacts[source].sha256,
+        "profile_batches": dict(zip(("min", "opt", "max"), batches, strict=True)),
+        **more,
+    }
+
+
+def _compile(
+    trt: Any,
+    target: Target,
+    onnx_path: Path,
+    manifest: Manifest,
+    batches: tuple[int, int, int],
+    workspace_mb: int,
+    stage: Stage,
+) -> bytes:
+    """The serialized engine, built in `stage`; the updated timing cache is kept with it."""
+    model_path = onnx_path
+    if target.precision == "fp16" and strongly_typed(trt):
+        model_path = _fp16_onnx(onnx_path, stage.path / "step.fp16.onnx")
+    cache_path = stage.dest / TIMING_CACHE
+    cache = cache_path.read_bytes() if cache_path.is_file() else b""
+    engine, cache = _build(
+        trt, model_path, manifest, target.precision, batches, workspace_mb, cache
+    )
+    stage.keep(TIMING_CACHE).write_bytes(cache)
+    return engine
+
+
+def build_tensorrt_engine(
+    target: Target,
+    deploy_dir: Path,
+    *,
+    max_batch: int = 256,
+    opt_batch: int | None = None,
+    workspace_mb: int = 1024,
+) -> Outcome:
+    """The `tensorrt-*` targets: the step graph's engine for this GPU, recorded in the manifest.
+
+    The profile covers batches 1..max_batch, tuned for `opt_batch` (default min(64, max)).
+    int8 builds from the static QDQ graph (`edgelstm quantize --mode static`), never with a
+    calibrator. The engine's path is the outcome's result.
+    """
+    batches = _profile(max_batch, opt_batch, workspace_mb)
+    manifest, onnx_path = _source(target, deploy_dir)
+    trt, facts = _device()
+    name, engine_file = target.artifact_name("step"), target.file_name("step", facts)
     started = time.perf_counter()
-    stage = Path(tempfile.mkdtemp(prefix=".build-", dir=deploy_dir))
-    try:
-        model_path = onnx_path
-        if precision == "fp16" and strongly_typed(trt):
-            model_path = _fp16_onnx(onnx_path, stage / "step.fp16.onnx")
-        engine, cache = _build(
-            trt,
-            model_path,
+    with staged(deploy_dir, "build") as stage:
+        engine = _compile(trt, target, onnx_path, manifest, batches, workspace_mb, stage)
+        info = _engine_info(
+            facts,
             manifest,
-            precision,
-            (1, opt, max_batch),
-            workspace_mb,
-            cache_path.read_bytes() if cache_path.is_file() else b"",
+            target.sources[0],
+            batches,
+            workspace_mb=workspace_mb,
+            strongly_typed=strongly_typed(trt),
+            build_seconds=round(time.perf_counter() - started, 2),
         )
-        (stage / TIMING_CACHE).write_bytes(cache)
-        (stage / TIMING_CACHE).replace(cache_path)
-        build_seconds = time.perf_counter() - started
+        stage.keep(engine_file).write_bytes(engine)
         previous = manifest.artifacts.get(name)
-        (stage / engine_file).write_bytes(engine)
-        info: dict[str, Any] = {
-            **facts.as_info(),
-            "source": source,
-            "source_sha256": manifest.artifacts[source].sha256,
-            "profile_batches": {"min": 1, "opt": opt, "max": max_batch},
-            "workspace_mb": workspace_mb,
-            "strongly_typed": strongly_typed(trt),
-            "build_seconds": round(build_seconds, 2),
-        }
-        manifest.add_artifact(
-            stage,
-            name,
-            Artifact(
-                file=engine_file, kind="step", precision=precision, format="tensorrt", info=info
-            ),
-        )
-        info["parity_vs_onnx"] = _parity(
-            stage / engine_file, manifest, onnx_path, min(PARITY_WINDOWS, max_batch)
-        )
-        (stage / engine_file).replace(deploy_dir / engine_file)
         if previous is not None and previous.file != engine_file:
-            (deploy_dir / previous.file).unlink(missing_ok=True)
-        manifest.save(deploy_dir)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    log.info("built %s in %.1f s: %s", engine_file, build_seconds, info["parity_vs_onnx"])
-    return deploy_dir / engine_file
+            stage.remove(deploy_dir / previous.file)
+        artifact = Artifact(engine_file, "step", target.precision, format="tensorrt", info=info)
+        manifest.add_artifact(stage.path, name, artifact)
+        info["parity_vs_onnx"] = _parity(
+            stage.path / engine_file, manifest, onnx_path, min(PARITY_WINDOWS, max_batch)
+        )
+        manifest.save(stage.path)
+        stage.keep(MANIFEST_FILE)
+    log.info("built %s in %.1f s: %s", engine_file, info["build_seconds"], info["parity_vs_onnx"])
+    return Outcome(
+        folder=deploy_dir,
+        files=[engine_file],
+        next=target.next_step(deploy_dir),
+        result=deploy_dir / engine_file,
+    )

@@ -150,11 +150,33 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     return f"{source}: {key}: {msg}{more}"
 
 
+_NOT_A_MAPPING = "expected a mapping at the top level"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping, as a dict.
+
+    Raises ConfigError naming the file when it is missing, is not valid YAML, or holds
+    something other than a mapping (an empty file included).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        # PyYAML's message spans lines (it quotes the offending line); errors are one line
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {_NOT_A_MAPPING}")
+    return raw
+
+
 def config_from_dict(raw: dict[str, Any], source: str | Path | None = None) -> Config:
     """Validates an already-parsed config; `source` names it in error messages."""
     label = str(source) if source else "<config>"
     if not isinstance(raw, dict):
-        raise ConfigError(f"{label}: expected a mapping at the top level")
+        raise ConfigError(f"{label}: {_NOT_A_MAPPING}")
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
@@ -165,14 +187,7 @@ def config_from_dict(raw: dict[str, Any], source: str | Path | None = None) -> C
 
 def load_config(path: str | Path) -> Config:
     """Reads and validates a YAML config; raises ConfigError naming the file and key."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return config_from_dict(raw, path)
+    return config_from_dict(read_yaml(path), Path(path))
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Classification metrics from predicted probabilities and labels, for any model type.
 
-Everything is computed from `probs[N, C]` and `labels[N]` with numpy, so a checkpoint, an ONNX
-graph and a TensorRT engine are scored by exactly the same code.
+Everything is computed from `probs[N, C]` and `labels[N]` (scikit-learn's metrics, numpy
+around them), so a checkpoint, an ONNX graph and a TensorRT engine are scored by exactly the
+same code.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.errors import EdgeLstmError
+from edge_lstm.plotting import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -50,78 +52,64 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in HEADLINE_KEYS if k in metrics}
 
 
-def confusion_matrix(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Counts [true class, predicted class]."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (labels, pred), 1)
-    return cm
-
-
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den with 0 where den == 0 (scikit-learn's zero_division=0)."""
+    """num / den with 0 where den == 0 (a confusion-matrix row without windows)."""
     out = np.zeros_like(num, dtype=np.float64)
     np.divide(num, den, out=out, where=den > 0)
     return out
 
 
-def _binary_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """ROC-AUC as the Mann–Whitney U statistic, ties counted half (same as the ROC area)."""
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    n_pos = int(positive.sum())
-    n_neg = len(scores) - n_pos
-    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+def _cohen_kappa(labels: np.ndarray, pred: np.ndarray) -> float:
+    """scikit-learn's kappa, and 1.0 where it is undefined: a single class in labels and
+    predictions alike (perfect agreement, but chance agreement is 1 too)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if np.unique(np.concatenate([labels, pred])).size == 1:
+        return 1.0
+    return float(cohen_kappa_score(labels, pred))
 
 
-def _cohen_kappa(cm: np.ndarray) -> float:
-    total = cm.sum()
-    observed = np.trace(cm) / total
-    expected = float((cm.sum(axis=0) * cm.sum(axis=1)).sum()) / (total * total)
-    if expected >= 1.0:
-        return 1.0 if observed >= 1.0 else 0.0
-    return float((observed - expected) / (1.0 - expected))
+def _roc_auc_per_class(
+    probs: np.ndarray, labels: np.ndarray, class_names: list[str]
+) -> tuple[dict[str, float], list[str]]:
+    """One-vs-rest ROC-AUC per class; a class with no positive or no negative window has
+    none (scikit-learn would raise) and is returned in the skipped list instead."""
+    from sklearn.metrics import roc_auc_score
 
-
-def compute_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy, macro/weighted F1, per-class P/R/F1, Cohen's kappa, OvR macro ROC-AUC, confusion.
-
-    Macro F1 averages over the classes that occur in the labels or the predictions (what
-    scikit-learn does without an explicit `labels=`), so a split that lacks a class is not
-    penalised for it. ROC-AUC skips classes with no positive (or no negative) window and lists
-    them under `roc_auc_skipped`.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
-    _check_inputs(probs, labels, class_names)
-    n_classes = len(class_names)
-    pred = probs.argmax(axis=1)
-    cm = confusion_matrix(pred, labels, n_classes)
-
-    tp = np.diag(cm).astype(np.float64)
-    support = cm.sum(axis=1).astype(np.float64)
-    predicted = cm.sum(axis=0).astype(np.float64)
-    precision = _safe_div(tp, predicted)
-    recall = _safe_div(tp, support)
-    f1 = _safe_div(2 * precision * recall, precision + recall)
-    seen = (support > 0) | (predicted > 0)
-
-    auc_per_class: dict[str, float] = {}
+    auc: dict[str, float] = {}
     skipped: list[str] = []
     for k, name in enumerate(class_names):
         positive = labels == k
         if positive.all() or not positive.any():
             skipped.append(name)
             continue
-        auc_per_class[name] = _binary_auc(probs[:, k], positive)
+        auc[name] = float(roc_auc_score(positive, probs[:, k]))
     if skipped:
         log.info("ROC-AUC skips classes without both positives and negatives: %s", skipped)
+    return auc, skipped
 
+
+def compute_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, macro/weighted F1, per-class P/R/F1, Cohen's kappa, OvR macro ROC-AUC, confusion.
+
+    Computed with scikit-learn (imported here, so the rest of this module stays numpy-only).
+    Macro F1 averages over the classes that occur in the labels or the predictions
+    (scikit-learn without an explicit `labels=`), so a split that lacks a class is not
+    penalised for it; a class never predicted scores precision 0 (`zero_division=0`). ROC-AUC
+    skips classes with no positive (or no negative) window and lists them under
+    `roc_auc_skipped`.
+    """
+    from sklearn import metrics as skm
+
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    _check_inputs(probs, labels, class_names)
+    every_class = list(range(len(class_names)))
+    pred = probs.argmax(axis=1)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        labels, pred, labels=every_class, zero_division=0
+    )
+    auc_per_class, skipped = _roc_auc_per_class(probs, labels, class_names)
     per_class = {
         name: {
             "precision": float(precision[k]),
@@ -132,17 +120,18 @@ def compute_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str
         }
         for k, name in enumerate(class_names)
     }
+    confusion = skm.confusion_matrix(labels, pred, labels=every_class)
     return {
         "n": len(labels),
-        "accuracy": float(tp.sum() / len(labels)),
-        "macro_f1": float(f1[seen].mean()),
-        "weighted_f1": float((f1 * support).sum() / support.sum()),
-        "cohen_kappa": _cohen_kappa(cm),
+        "accuracy": float(skm.accuracy_score(labels, pred)),
+        "macro_f1": float(skm.f1_score(labels, pred, average="macro", zero_division=0)),
+        "weighted_f1": float(skm.f1_score(labels, pred, average="weighted", zero_division=0)),
+        "cohen_kappa": _cohen_kappa(labels, pred),
         "roc_auc_macro": float(np.mean(list(auc_per_class.values()))) if auc_per_class else None,
         "roc_auc_skipped": skipped,
         "classes": list(class_names),
         "per_class": per_class,
-        "confusion_matrix": cm.tolist(),
+        "confusion_matrix": confusion.astype(np.int64).tolist(),
     }
 
 
@@ -173,11 +162,7 @@ def plot_confusion(
     title: str = "Confusion matrix",
 ) -> Path:
     """PNG of the row-normalised confusion matrix (colour = recall share) annotated with counts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     raw = metrics_or_cm["confusion_matrix"] if isinstance(metrics_or_cm, dict) else metrics_or_cm
     cm = np.asarray(raw, dtype=np.int64)
     if cm.shape != (len(class_names), len(class_names)):

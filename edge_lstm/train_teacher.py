@@ -10,13 +10,19 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_lstm.checkpoint import meta_for, save_checkpoint
 from edge_lstm.config import Config
 from edge_lstm.metrics import compute_metrics, headline
 from edge_lstm.models import build_model, count_parameters
-from edge_lstm.training import fit, plot_history, predict_proba, seed_everything
+from edge_lstm.training import TrainResult, fit, plot_history, predict_proba, seed_everything
 from edge_lstm.training.distributed import is_main_process
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edge_lstm.data import PreparedData
 
 log = logging.getLogger(__name__)
 
@@ -26,44 +32,19 @@ METRICS_FILE = "metrics.json"
 
 def train_teacher(cfg: Config, out_dir: Path) -> Path:
     """Trains the teacher on cfg.data and writes the checkpoint and reports into `out_dir`."""
-    from edge_lstm.baseline import fit_meanstd_baseline
     from edge_lstm.data.prepare import prepare_data
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
     data = prepare_data(cfg)
-    n_features, n_classes = len(data.features), len(data.classes)
-    seed_everything(cfg.train.seed)
-    model = build_model("teacher", n_features, n_classes, cfg)
-    n_params = count_parameters(model)
-    log.info(
-        "teacher: %d parameters; %d/%d/%d train/val/test windows, %d features, %d classes",
-        n_params, len(data.train.y), len(data.val.y), len(data.test.y), n_features, n_classes,
-    )  # fmt: skip
-    balance = cfg.data.class_balance
-    result = fit(
-        model,
-        data.train,
-        data.val,
-        cfg.train,
-        class_weights=data.class_weights() if balance == "weighted_loss" else None,
-        balanced_sampler=balance == "balanced_sampler",
-        desc="teacher",
-    )
+    model, result = _fit_teacher(cfg, data)
     if not is_main_process():
         return out_dir
 
     model.cpu()
-    test_metrics = compute_metrics(predict_proba(model, data.test.x), data.test.y, data.classes)
-    val_metrics = (
-        compute_metrics(predict_proba(model, data.val.x), data.val.y, data.classes)
-        if len(data.val.y)
-        else {}
-    )
-    baseline_metrics = compute_metrics(
-        fit_meanstd_baseline(data, split="test"), data.test.y, data.classes
-    )
+    scores = _score(model, data)
     minutes = (time.perf_counter() - started) / 60
+    test_metrics, val_metrics = scores["teacher"], scores["val"]
     meta = meta_for(
         "teacher",
         model,
@@ -75,24 +56,69 @@ def train_teacher(cfg: Config, out_dir: Path) -> Path:
     )
     save_checkpoint(out_dir, model, meta)
     plot_history(result.history, out_dir / CURVE_FILE, title="teacher")
-    report = {
-        "teacher": test_metrics,
-        "baseline_meanstd_logreg": baseline_metrics,
-        "val": val_metrics,
-        "training": {
-            "parameters": n_params,
-            "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss,
-            "epochs_run": len(result.history),
-            "stop_reason": result.stop_reason,
-            "train_seconds": result.seconds,
-            "total_minutes": minutes,
-            "history": result.history,
-        },
-    }
+    n_params = count_parameters(model)
+    report = {**scores, "training": _training_summary(result, n_params, minutes)}
     (out_dir / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     log.info(
         "teacher test macro-F1 %.4f vs mean/std baseline %.4f | %d parameters | %.1f min",
-        test_metrics["macro_f1"], baseline_metrics["macro_f1"], n_params, minutes,
+        test_metrics["macro_f1"], scores["baseline_meanstd_logreg"]["macro_f1"], n_params,
+        minutes,
     )  # fmt: skip
     return out_dir
+
+
+def _fit_teacher(cfg: Config, data: PreparedData) -> tuple[nn.Module, TrainResult]:
+    """A seeded teacher fitted on the train split, balanced as cfg.data.class_balance says."""
+    n_features, n_classes = len(data.features), len(data.classes)
+    seed_everything(cfg.train.seed)
+    model = build_model("teacher", n_features, n_classes, cfg)
+    log.info(
+        "teacher: %d parameters; %d/%d/%d train/val/test windows, %d features, %d classes",
+        count_parameters(model), len(data.train.y), len(data.val.y), len(data.test.y),
+        n_features, n_classes,
+    )  # fmt: skip
+    balance = cfg.data.class_balance
+    result = fit(
+        model,
+        data.train,
+        data.val,
+        cfg.train,
+        class_weights=data.class_weights() if balance == "weighted_loss" else None,
+        balanced_sampler=balance == "balanced_sampler",
+        desc="teacher",
+    )
+    return model, result
+
+
+def _score(model: nn.Module, data: PreparedData) -> dict[str, dict]:
+    """Test metrics of the teacher and of the mean/std baseline, and the teacher's validation
+    metrics ({} without validation windows), in the order metrics.json lists them."""
+    from edge_lstm.baseline import fit_meanstd_baseline
+
+    test_metrics = compute_metrics(predict_proba(model, data.test.x), data.test.y, data.classes)
+    val_metrics = (
+        compute_metrics(predict_proba(model, data.val.x), data.val.y, data.classes)
+        if len(data.val.y)
+        else {}
+    )
+    baseline_metrics = compute_metrics(
+        fit_meanstd_baseline(data, split="test"), data.test.y, data.classes
+    )
+    return {
+        "teacher": test_metrics,
+        "baseline_meanstd_logreg": baseline_metrics,
+        "val": val_metrics,
+    }
+
+
+def _training_summary(result: TrainResult, n_params: int, minutes: float) -> dict:
+    return {
+        "parameters": n_params,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "epochs_run": len(result.history),
+        "stop_reason": result.stop_reason,
+        "train_seconds": result.seconds,
+        "total_minutes": minutes,
+        "history": result.history,
+    }

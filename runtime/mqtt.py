@@ -50,6 +50,21 @@ def device_id_position(pattern: str) -> int:
     return topic_levels(pattern).index("+")
 
 
+def nodelay_on_socket_open(client: mqtt.Client, userdata: object, sock: socket.socket) -> None:
+    """paho `on_socket_open`: TCP_NODELAY on the client's socket. Nagle + delayed ACK turns a
+    QoS 1 round trip into ~44-88 ms on loopback (docs/ARCHITECTURE.md, "Facts measured")."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        log.debug("TCP_NODELAY not available on this socket")
+
+
+def set_nodelay(client: mqtt.Client) -> mqtt.Client:
+    """Every socket `client` opens (reconnects included) gets TCP_NODELAY; returns client."""
+    client.on_socket_open = nodelay_on_socket_open
+    return client
+
+
 def max_packet_bytes(cfg: GatewayConfig) -> int:
     """The MQTT v5 Maximum Packet Size this gateway announces: the broker then never sends a
     message larger than the parser would accept (instead of paho reading it whole first)."""
@@ -94,6 +109,24 @@ class MqttLink:
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else b.clean_start,
         )
+        self._secure()
+        self.client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
+        self.client.reconnect_delay_set(b.reconnect_min_s, b.reconnect_max_s)
+        # the outbox bounds our own alerts; paho's inflight window only paces the socket, and
+        # its queue bound keeps emit-all results from growing memory while the broker is away
+        self.client.max_inflight_messages_set(max(cfg.outbox.max_inflight, 20))
+        self.client.max_queued_messages_set(cfg.outbox.max_inflight + PAHO_QUEUE_MARGIN)
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self.client.on_socket_open = self._on_socket_open
+
+    def _secure(self) -> None:
+        """Login and TLS, with a warning when a password would cross the network in clear."""
+        b = self.cfg.broker
         if b.username is not None:
             self.client.username_pw_set(b.username, b.password)
         if b.password is not None and b.tls is None:
@@ -109,19 +142,6 @@ class MqttLink:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
             self.client.tls_insecure_set(b.tls.insecure)
-        self.client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
-        self.client.reconnect_delay_set(b.reconnect_min_s, b.reconnect_max_s)
-        # the outbox bounds our own alerts; paho's inflight window only paces the socket, and
-        # its queue bound keeps emit-all results from growing memory while the broker is away
-        self.client.max_inflight_messages_set(max(cfg.outbox.max_inflight, 20))
-        self.client.max_queued_messages_set(cfg.outbox.max_inflight + PAHO_QUEUE_MARGIN)
-        self.client.on_connect = self._on_connect
-        self.client.on_connect_fail = self._on_connect_fail
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
-        self.client.on_publish = self._on_publish
-        self.client.on_socket_open = self._on_socket_open
 
     @property
     def broker_url(self) -> str:
@@ -215,13 +235,8 @@ class MqttLink:
             self._network_thread = threading.current_thread()
 
     def _on_socket_open(self, client, userdata, sock) -> None:
-        # Nagle + delayed ACK turns a QoS 1 round trip into ~44-88 ms on loopback
-        # (docs/ARCHITECTURE.md, "Facts measured")
         self._note_network_thread()
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except (OSError, AttributeError):
-            log.debug("TCP_NODELAY not available on this socket")
+        nodelay_on_socket_open(client, userdata, sock)
 
     def _on_connect_fail(self, client, userdata) -> None:
         # paho calls this from inside its `except OSError:`, so the reason is the active one

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from runtime.config import parse_host_port
 from runtime.errors import EdgeRuntimeError
 from runtime.manifest import Manifest
+from runtime.mqtt import set_nodelay
 from runtime.parse import encode_binary, encode_json
 
 log = logging.getLogger(__name__)
@@ -149,10 +149,7 @@ class Replayer:
             chunk,
             live_ts,
         )
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-        self.client.on_socket_open = lambda c, u, sock: sock.setsockopt(
-            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-        )
+        self.client = set_nodelay(mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311))
         self.client.max_inflight_messages_set(1000)
         self._last: mqtt.MQTTMessageInfo | None = None
         try:

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Creates .venv and installs everything edgelstm needs on this machine, idempotently.
-# The pinned CPU torch wheel goes in first so that no CUDA build of torch is ever resolved.
+#
+# torch goes in first, pinned (EDGELSTM_TORCH, default torch==2.13.0), so the train extra finds
+# it installed. Which build that is depends on pip's indexes: a local CPU wheel where pip is
+# configured with one; otherwise PyPI's, which on Linux x86_64 is the CUDA build (several GB).
+# EDGELSTM_TORCH_INDEX=https://download.pytorch.org/whl/cpu takes torch, and only torch, from
+# that index (pip --index-url) for the CPU-only build. Not set by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 TORCH_PIN="${EDGELSTM_TORCH:-torch==2.13.0}"
+TORCH_INDEX="${EDGELSTM_TORCH_INDEX:-}"
 VENV=.venv
 STAMP="$VENV/.edgelstm-installed"
 
@@ -30,7 +36,12 @@ fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     echo "==> installing python packages into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q "$TORCH_PIN"
+    torch_args=()
+    if [ -n "$TORCH_INDEX" ]; then
+        echo "==> installing $TORCH_PIN from $TORCH_INDEX"
+        torch_args=(--index-url "$TORCH_INDEX")
+    fi
+    "$VENV/bin/python" -m pip install -q ${torch_args[@]+"${torch_args[@]}"} "$TORCH_PIN"
     "$VENV/bin/python" -m pip install -q -e ".[train,runtime,dev]"
     touch "$STAMP"
 fi

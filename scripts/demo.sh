@@ -100,7 +100,7 @@ fi
 
 # broker + serve + replay + stop: one driver, so every process it starts is stopped with it
 stage "live: broker, serve int8 student, replay test runs, stop" "$RUNS/live/summary.json" \
-    "$PY" -m converters.demo_live --runs "$RUNS" --config "$CONFIG" --speedup "$SPEEDUP"
+    "$PY" -m edge_lstm.reporting.demo_live --runs "$RUNS" --config "$CONFIG" --speedup "$SPEEDUP"
 stage "report" "$RUNS/report.md" "$EL" report "$RUNS"
 
 echo "==> [$(clock)] demo finished in $(((SECONDS - DEMO_START) / 60)) min $(((SECONDS - DEMO_START) % 60)) s"

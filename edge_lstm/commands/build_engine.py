@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
-
-from edge_lstm.commands.export import human_size
 
 
 @click.command("build-engine")
@@ -49,19 +46,13 @@ def build_engine(
     `pip install tensorrt pycuda`). Engines only run on the GPU model and TensorRT version that
     built them; the manifest records both and the runtime checks them.
     """
-    from converters.tensorrt_build import build_engine as run_build
+    from converters.targets import convert, target_for
 
-    started = time.perf_counter()
-    engine = run_build(
+    done = convert(
+        target_for("build-engine", precision),
         deploy_dir,
-        precision=precision,
         max_batch=max_batch,
-        workspace_mb=workspace_mb,
         opt_batch=opt_batch,
+        workspace_mb=workspace_mb,
     )
-    seconds = time.perf_counter() - started
-    click.echo(
-        f"wrote {engine} ({human_size(engine.stat().st_size)}) in {seconds:.1f} s; next: "
-        f"edgelstm serve --model-dir {deploy_dir} --backend tensorrt --artifact "
-        f"step.trt-{precision}"
-    )
+    click.echo(done.summary())

@@ -48,19 +48,9 @@ def distill(
     training_curve.png), the hard-label student into OUT/baseline/, and the comparison table of
     teacher and students on the test split to OUT/comparison.json and OUT/comparison.md.
     """
-    from converters.comparison import load_comparison, render_text
-    from converters.distill import BASELINE_DIR, COMPARISON_FILE
-    from converters.distill import distill as run
-    from edge_lstm.config import load_config
+    from converters.distill import run_distill
 
-    cfg = load_config(config_path)
-    with_baseline = cfg.distill.baseline if baseline is None else baseline
-    out = run(cfg, teacher_dir, out_dir, baseline=with_baseline, search=search)
-    table = out / COMPARISON_FILE
-    click.echo(render_text(load_comparison(table)))
-    click.echo(f"wrote {out} (student), {table} and {table.with_suffix('.md')}")
-    if with_baseline:
-        click.echo(f"  hard-label baseline: {out / BASELINE_DIR}")
-    if search:
-        click.echo(f"  student search: {out / 'search' / 'search.md'}")
-    click.echo(f"next: edgelstm export {out} --out <deployment folder>")
+    done = run_distill(config_path, teacher_dir, out_dir, baseline=baseline, search=search)
+    for line in done.details:
+        click.echo(line)
+    click.echo(done.summary())

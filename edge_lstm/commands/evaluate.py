@@ -49,8 +49,8 @@ def evaluate(
     Prints accuracy, macro/weighted F1, Cohen's kappa, ROC-AUC and per-class figures, and writes
     metrics.json and confusion.png.
     """
-    from converters.evaluate import evaluate_artifact
     from edge_lstm.metrics import summary_lines
+    from edge_lstm.reporting.evaluate import evaluate_artifact
 
     result = evaluate_artifact(
         artifact, data_path=data_path, split=split, config_path=config_path, out_dir=out_dir

@@ -19,7 +19,7 @@ def report(runs_dir: Path) -> None:
 
     Example: edgelstm report runs/demo
     """
-    from converters.report import write_report
+    from edge_lstm.reporting.report import write_report
 
     path = write_report(runs_dir)
     click.echo(f"wrote {path} (+ PNGs beside it)")

@@ -20,10 +20,13 @@ class AttentionPooling(nn.Module):
         self.proj = nn.Linear(in_size, attention_size)
         self.score = nn.Linear(attention_size, 1, bias=False)
 
+    def weights(self, seq: Tensor) -> Tensor:
+        """seq[B, W, D] -> weights[B, W, 1]: non-negative, summing to 1 over time."""
+        return torch.softmax(self.score(torch.tanh(self.proj(seq))), dim=1)
+
     def forward(self, seq: Tensor) -> Tensor:
         """seq[B, W, D] -> pooled[B, D]."""
-        weights = torch.softmax(self.score(torch.tanh(self.proj(seq))), dim=1)
-        return (weights * seq).sum(dim=1)
+        return (self.weights(seq) * seq).sum(dim=1)
 
 
 class Teacher(nn.Module):
@@ -75,8 +78,16 @@ class Teacher(nn.Module):
                 else:
                     param.zero_()
 
+    def _sequence(self, x: Tensor) -> Tensor:
+        """x[B, W, F] -> the normalized BiLSTM states[B, W, 2H] that attention pools."""
+        seq, _ = self.lstm(x)
+        return self.seq_norm(seq)
+
+    def attention_weights(self, x: Tensor) -> Tensor:
+        """x[B, W, F] -> how much each time step counts in the pooled vector, [B, W]."""
+        return self.attention.weights(self._sequence(x)).squeeze(-1)
+
     def forward(self, x: Tensor) -> Tensor:
         """x[B, W, F] -> logits[B, C]."""
-        seq, _ = self.lstm(x)
-        pooled = self.attention(self.seq_norm(seq))
+        pooled = self.attention(self._sequence(x))
         return self.head(self.dropout(self.pooled_norm(pooled)))

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
+
+from edge_lstm.plotting import pyplot
 
 
 def plot_history(history: list[dict], path: Path, title: str = "training") -> Path:
     """Two panels, loss and accuracy, train vs validation, the best epoch marked; returns path."""
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     epochs = [h["epoch"] for h in history]

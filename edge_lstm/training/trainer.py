@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,9 +48,31 @@ class TrainResult:
     best_epoch: int
     best_val_loss: float
     history: list[dict]  # per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds
-    stopped_early: bool  # by patience or by the wall-clock budget
     seconds: float
     stop_reason: str = "epochs"  # "epochs" | "patience" | "time budget"
+
+
+@dataclass
+class _Training:
+    """What `fit` sets up once and every epoch uses."""
+
+    model: nn.Module
+    wrapped: nn.Module  # the model under DistributedDataParallel with torchrun, else itself
+    loader: DataLoader
+    sampler: Sampler
+    criterion: LossFn
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    weights: Tensor | None  # class weights of the validation loss (and the default loss)
+    ctx: DistContext
+
+
+@dataclass
+class _Best:
+    loss: float
+    epoch: int
+    state: dict[str, Tensor]
 
 
 def fit(
@@ -72,13 +94,58 @@ def fit(
     loss, which drives the schedule and early stopping, is always the cross-entropy (weighted
     by `class_weights` when given), so runs with different training losses stop comparably.
     """
+    _check_fit_inputs(train, soft_targets)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    run = _set_up(model, train, cfg, loss_fn, class_weights, balanced_sampler, soft_targets)
+    start = time.perf_counter()
+    history: list[dict] = []
+    best = _Best(float("inf"), 0, _snapshot(model))
+    stop_reason = "epochs"  # what ended the run: "epochs" | "patience" | "time budget"
+    for epoch in range(1, cfg.epochs + 1):
+        record, monitored = _run_epoch(run, epoch, val, cfg, desc)
+        history.append(record)
+        if monitored < best.loss:
+            best = _Best(monitored, epoch, _snapshot(model))
+        elapsed_min = (time.perf_counter() - start) / 60
+        stop_reason = _stop_reason(epoch, best.epoch, elapsed_min, cfg)
+        if _agree_to_stop(stop_reason != "epochs", run.ctx):
+            if run.ctx.is_main:
+                log.info(
+                    "%s: stopping after epoch %d (%s; best epoch %d, %.1f min)",
+                    desc, epoch, stop_reason, best.epoch, elapsed_min,
+                )  # fmt: skip
+            break
+
+    model.load_state_dict(best.state)
+    model.eval()
+    return TrainResult(
+        best_epoch=best.epoch,
+        best_val_loss=best.loss,
+        history=history,
+        seconds=time.perf_counter() - start,
+        stop_reason=stop_reason,
+    )
+
+
+def _check_fit_inputs(train: WindowSet, soft_targets: np.ndarray | None) -> None:
     if len(train.x) == 0:
         raise EdgeLstmError("no training windows: check data.window against the run lengths")
     if soft_targets is not None and len(soft_targets) != len(train.x):
         raise ValueError(f"soft_targets has {len(soft_targets)} rows for {len(train.x)} windows")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+
+
+def _set_up(
+    model: nn.Module,
+    train: WindowSet,
+    cfg: TrainConfig,
+    loss_fn: LossFn | None,
+    class_weights: np.ndarray | None,
+    balanced_sampler: bool,
+    soft_targets: np.ndarray | None,
+) -> _Training:
+    """Process group, device, loss, data order, optimiser, schedule and AMP scaler."""
     ctx = setup_distributed()
     if balanced_sampler and ctx.distributed:
         raise EdgeLstmError(
@@ -89,78 +156,59 @@ def fit(
     weights = None
     if class_weights is not None:
         weights = torch.as_tensor(class_weights, dtype=torch.float32, device=ctx.device)
-    criterion = loss_fn or _cross_entropy(weights, cfg.label_smoothing)
     wrapped = _wrap(model, ctx)
     loader, sampler = _train_loader(train, cfg, soft_targets, balanced_sampler, ctx)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = _scheduler(optimizer, cfg)
-    use_amp = ctx.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    start = time.perf_counter()
-    history: list[dict] = []
-    best_loss, best_epoch, best_state = float("inf"), 0, _snapshot(model)
-    stop_reason = "epochs"  # what ended the run: "epochs" | "patience" | "time budget"
-    for epoch in range(1, cfg.epochs + 1):
-        epoch_start = time.perf_counter()
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
-        train_loss, train_acc = _train_epoch(
-            wrapped, loader, criterion, optimizer, scaler, cfg, ctx, f"{desc} {epoch}/{cfg.epochs}"
-        )
-        val_loss, val_acc = _evaluate(model, val, weights, cfg, ctx)
-        monitored = val_loss if len(val.x) else train_loss
-        lr = optimizer.param_groups[0]["lr"]
-        _step_scheduler(scheduler, monitored)
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": lr,
-            "seconds": time.perf_counter() - epoch_start,
-        }
-        history.append(record)
-        if ctx.is_main:
-            log.info(
-                "%s epoch %d/%d: loss %.4f acc %.3f | val loss %.4f acc %.3f | lr %.2e | %.1f s",
-                desc,
-                epoch,
-                cfg.epochs,
-                train_loss,
-                train_acc,
-                val_loss,
-                val_acc,
-                lr,
-                record["seconds"],
-            )
-        if monitored < best_loss:
-            best_loss, best_epoch, best_state = monitored, epoch, _snapshot(model)
-        elapsed_min = (time.perf_counter() - start) / 60
-        stop_reason = _stop_reason(epoch, best_epoch, elapsed_min, cfg)
-        if _agree_to_stop(stop_reason != "epochs", ctx):
-            if ctx.is_main:
-                log.info(
-                    "%s: stopping after epoch %d (%s; best epoch %d, %.1f min)",
-                    desc,
-                    epoch,
-                    stop_reason,
-                    best_epoch,
-                    elapsed_min,
-                )
-            break
-
-    model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(
-        best_epoch=best_epoch,
-        best_val_loss=best_loss,
-        history=history,
-        stopped_early=stop_reason != "epochs",
-        seconds=time.perf_counter() - start,
-        stop_reason=stop_reason,
+    return _Training(
+        model=model,
+        wrapped=wrapped,
+        loader=loader,
+        sampler=sampler,
+        criterion=loss_fn or _cross_entropy(weights, cfg.label_smoothing),
+        optimizer=optimizer,
+        scheduler=_scheduler(optimizer, cfg),
+        scaler=torch.amp.GradScaler("cuda", enabled=ctx.device.type == "cuda"),
+        weights=weights,
+        ctx=ctx,
     )
+
+
+def _run_epoch(
+    run: _Training, epoch: int, val: WindowSet, cfg: TrainConfig, desc: str
+) -> tuple[dict, float]:
+    """Trains one epoch, validates, steps the schedule; returns the history record and the
+    monitored loss (validation loss, or training loss without validation windows)."""
+    epoch_start = time.perf_counter()
+    if isinstance(run.sampler, DistributedSampler):
+        run.sampler.set_epoch(epoch)
+    train_loss, train_acc = _train_epoch(run, cfg, f"{desc} {epoch}/{cfg.epochs}")
+    val_loss, val_acc = _evaluate(run.model, val, run.weights, cfg, run.ctx)
+    monitored = val_loss if len(val.x) else train_loss
+    lr = run.optimizer.param_groups[0]["lr"]
+    _step_scheduler(run.scheduler, monitored)
+    record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": lr,
+        "seconds": time.perf_counter() - epoch_start,
+    }
+    if run.ctx.is_main:
+        log.info(
+            "%s epoch %d/%d: loss %.4f acc %.3f | val loss %.4f acc %.3f | lr %.2e | %.1f s",
+            desc,
+            epoch,
+            cfg.epochs,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            lr,
+            record["seconds"],
+        )
+    return record, monitored
 
 
 def _cross_entropy(weights: Tensor | None, label_smoothing: float) -> LossFn:
@@ -220,27 +268,19 @@ def _step_scheduler(scheduler, monitored: float) -> None:
         scheduler.step()
 
 
-def _train_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    criterion: LossFn,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    cfg: TrainConfig,
-    ctx: DistContext,
-    desc: str,
-) -> tuple[float, float]:
+def _train_epoch(run: _Training, cfg: TrainConfig, desc: str) -> tuple[float, float]:
     """One pass over the training windows; returns (mean loss, accuracy) over all ranks."""
+    model, optimizer, scaler, ctx = run.wrapped, run.optimizer, run.scaler, run.ctx
     model.train()
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
-    bar = tqdm(loader, desc=desc, leave=False, unit="batch", disable=not ctx.is_main)
+    bar = tqdm(run.loader, desc=desc, leave=False, unit="batch", disable=not ctx.is_main)
     for batch in bar:
         x, y = batch[0].to(ctx.device), batch[1].to(ctx.device)
         soft = batch[2].to(ctx.device) if len(batch) > 2 else None
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
             logits = model(x)
-            loss = criterion(logits.float(), y, soft)
+            loss = run.criterion(logits.float(), y, soft)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)

@@ -61,6 +61,8 @@ def test_update_adds_and_replaces_rows(tmp_path) -> None:
     assert all(line.count("|") == len(HEADER) + 1 for line in table)
     assert "int8-dynamic" in md and "20.0× fewer parameters" in md
 
+    assert "| 4.0 KiB |" in md and "| 1.0 KiB |" in md  # sizes in binary units
+
     text = render_text(rows)
     assert len(text.splitlines()) == 2 + len(rows)
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import converters.distill as distill_module
 from converters.comparison import HEADER, load_comparison
 from converters.distill import distill, teacher_soft_targets
-from converters.search import Candidate, pareto_front, search_students
+from converters.search import TARGET_SHARE, Candidate, pareto_front, recommend, search_students
 from edge_lstm.checkpoint import load_checkpoint, read_meta
 from edge_lstm.cli import main
 from edge_lstm.data import prepare_data
@@ -93,24 +93,55 @@ def test_teacher_logits_are_cached_by_weights_and_data(tiny_config, teacher, dis
 
 def test_search_reports_a_pareto_front(tiny_config, teacher, tmp_path) -> None:
     prepared = prepare_data(tiny_config)
-    soft = teacher_soft_targets(
-        distill_module.load_teacher(teacher, prepared), prepared, tmp_path, cache=False
-    )
+    teacher_ckpt = distill_module.load_teacher(teacher, prepared)
+    soft = teacher_soft_targets(teacher_ckpt, prepared, tmp_path, cache=False)
+    teacher_f1 = distill_module._teacher_val_f1(teacher_ckpt, prepared)
+    assert teacher_f1 is not None and teacher_f1 > 0.1  # a real target, not "anything goes"
     grid = {"cell": ("gru", "lstm"), "layers": (1,), "hidden_size": (4,)}
-    found = search_students(tiny_config, prepared, soft, tmp_path, teacher_val_f1=0.0, grid=grid)
+    found = search_students(
+        tiny_config, prepared, soft, tmp_path, teacher_val_f1=teacher_f1, grid=grid
+    )
     assert [c.name for c in found] == ["student-gru4", "student-lstm4"]
-    assert any(c.pareto for c in found)
+
+    def beaten(c: Candidate) -> bool:
+        return any(
+            (o.latency_ms_b1, -o.val_macro_f1) != (c.latency_ms_b1, -c.val_macro_f1)
+            and o.latency_ms_b1 <= c.latency_ms_b1
+            and o.val_macro_f1 >= c.val_macro_f1
+            for o in found
+        )
+
+    assert [c.pareto for c in found] == [not beaten(c) for c in found]
     report = json.loads((tmp_path / "search.json").read_text())
-    assert report["recommended"] in {c.name for c in found if c.pareto}
+    target = TARGET_SHARE * teacher_f1
+    assert report["target_val_macro_f1"] == pytest.approx(target)
+    meeting = sorted((c for c in found if c.val_macro_f1 >= target), key=lambda c: c.latency_ms_b1)
+    assert report["recommended"] == (meeting[0].name if meeting else None)
+    md = (tmp_path / "search.md").read_text()
+    assert "student-lstm4" in md
+    assert (f"**{meeting[0].name}**" if meeting else "No candidate reaches") in md
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    assert "student-lstm4" in (tmp_path / "search.md").read_text()
+
+
+def _cand(name: str, f1: float, ms: float) -> Candidate:
+    return Candidate(name, "gru", 1, 8, 100, f1, f1, f1, ms, ms * 10, 1.0)
+
+
+def test_recommend_picks_the_fastest_candidate_that_meets_the_target() -> None:
+    cands = [_cand("fast", 0.70, 0.5), _cand("mid", 0.90, 1.0), _cand("slow", 0.95, 3.0)]
+    assert recommend(cands, 0.85).name == "mid"  # the fastest one misses the target
+    assert recommend(cands, 0.95).name == "slow"
+    assert recommend(cands, 0.99) is None
+    assert recommend(cands, None) is None
 
 
 def test_pareto_front_drops_dominated_candidates() -> None:
-    def cand(name: str, f1: float, ms: float) -> Candidate:
-        return Candidate(name, "gru", 1, 8, 100, f1, f1, f1, ms, ms * 10, 1.0)
-
-    cands = [cand("a", 0.9, 1.0), cand("b", 0.95, 2.0), cand("c", 0.9, 3.0), cand("d", 0.8, 0.5)]
+    cands = [
+        _cand("a", 0.9, 1.0),
+        _cand("b", 0.95, 2.0),
+        _cand("c", 0.9, 3.0),
+        _cand("d", 0.8, 0.5),
+    ]
     assert [c.name for c in pareto_front(cands)] == ["d", "a", "b"]
 
 
@@ -129,3 +160,21 @@ def test_cli_refuses_a_student_as_teacher(distilled: Path, tiny_config_path: Pat
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "is a student checkpoint" in lines[0], result.output
+
+
+def test_cli_distill_prints_the_table_and_one_summary_line(
+    teacher: Path, tiny_config_path: Path, tmp_path: Path
+) -> None:
+    from edge_lstm.units import human_size
+
+    out = tmp_path / "s"
+    argv = ["distill", "--teacher", str(teacher), "--config", str(tiny_config_path)]
+    result = CliRunner().invoke(main, [*argv, "--out", str(out), "--no-baseline"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert any(line.split()[:3] == ["model", "runtime", "precision"] for line in lines)
+    summary = lines[-1]
+    size = human_size((out / "model.pt").stat().st_size)
+    assert summary.startswith(f"wrote model.pt ({size}), comparison.json (")
+    assert f"into {out} in " in summary and "baseline" not in summary
+    assert summary.endswith(f"next: edgelstm export {out} --out <deployment folder>")

@@ -11,8 +11,10 @@ import onnx
 import pytest
 
 from converters.errors import ConverterError
-from converters.export_onnx import LOOP_OPS, export, op_counts
+from converters.export_onnx import export
+from converters.onnx_files import LOOP_OPS, op_counts
 from converters.parity import StepGraph, ort_session, step_graph_logits, window_logits
+from edge_lstm.units import human_size
 from runtime.errors import ManifestError
 from runtime.manifest import Manifest
 from tests.conftest import run_cli
@@ -40,7 +42,8 @@ def test_gru_export_round_trip(gru_deploy: Path, prepared) -> None:
     # both graphs agree with each other on windows of another batch size than the trace
     x = prepared.test.x[:5]
     by_window = window_logits(ort_session(gru_deploy / "model.onnx"), x)
-    graph = StepGraph(ort_session(gru_deploy / "step.onnx"), ("h",), 1, manifest.hidden_size)
+    graph = StepGraph.of(ort_session(gru_deploy / "step.onnx"), manifest)
+    assert graph.state_names == ("h",) and graph.layers == 1
     np.testing.assert_allclose(step_graph_logits(graph, x), by_window, atol=1e-5)
     single = window_logits(ort_session(gru_deploy / "model.onnx"), x[:1])
     np.testing.assert_allclose(single, by_window[:1], atol=1e-5)
@@ -128,8 +131,11 @@ def test_cli_export_adds_a_comparison_row(gru_checkpoint: Path, tmp_path: Path) 
     out = tmp_path / "deploy"
     result = run_cli("export", str(ckpt), "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert "next: edgelstm quantize" in result.output
+    assert f"next: edgelstm quantize {out}" in result.output
     assert "parity step: max |diff|" in result.output
+    for file in ("model.onnx", "step.onnx"):
+        assert f"{file} ({human_size((out / file).stat().st_size)})" in result.output
+    assert not list(out.glob(".export-*"))
     rows = {(r.runtime, r.precision): r for r in load_comparison(ckpt / "comparison.json")}
     assert ("onnxruntime", "fp32") in rows and ("pytorch", "fp32") in rows
     onnx_row = rows[("onnxruntime", "fp32")]

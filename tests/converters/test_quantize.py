@@ -9,10 +9,17 @@ import onnx
 import pytest
 import torch
 
-from converters.export_onnx import export, op_counts
-from converters.quantize import quantize
+from converters.export_onnx import export
+from converters.onnx_files import op_counts
+from converters.targets import convert, target_for
+from edge_lstm.units import human_size
 from runtime.manifest import Manifest
 from tests.conftest import run_cli
+
+
+def quantize(deploy: Path, mode: str, **options) -> dict:
+    """The int8 figures `edgelstm quantize --mode MODE` records, by artifact name."""
+    return convert(target_for("quantize", mode), deploy, **options).result
 
 
 def test_dynamic_int8_is_smaller_and_agrees(wide_gru_checkpoint: Path, tmp_path: Path) -> None:
@@ -102,7 +109,9 @@ def test_cli_quantize_prints_the_table(gru_deploy: Path, copy_deploy) -> None:
     result = run_cli("quantize", str(deploy), "--mode", "static", "--calibration-windows", "8")
     assert result.exit_code == 0, result.output
     assert "step.int8-static" in result.output and "macro-F1 fp32 -> int8" in result.output
-    assert "next: edgelstm build-engine" in result.output
+    assert f"next: edgelstm build-engine {deploy} --precision int8" in result.output
+    size = (deploy / "step.int8-static.onnx").stat().st_size
+    assert f"step.int8-static.onnx ({human_size(size)})" in result.output
     assert op_counts(deploy / "step.int8-static.onnx").get("DequantizeLinear", 0) > 0
 
 

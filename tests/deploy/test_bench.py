@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -26,8 +27,22 @@ def test_summarize_is_median_min_max() -> None:
 
 def test_discovers_benchmarks_but_not_helpers() -> None:
     names = benchmark_names()
-    assert "torch_latency" in names
-    assert not {"run", "plots"} & set(names)
+    assert {"torch_latency", "throughput", "latency", "window_close", "rss"} <= set(names)
+    assert not {"run", "plots", "common", "bare_subscriber"} & set(names)
+
+
+def test_every_benchmark_module_has_run_and_its_own_command_line() -> None:
+    for name in ("throughput", "latency", "window_close", "rss"):
+        assert callable(importlib.import_module(f"bench.{name}").run)
+        result = subprocess.run(
+            [sys.executable, "-m", f"bench.{name}", "--help"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "--runs" in result.stdout
 
 
 def test_refuses_a_runs_dir_without_the_demo(tmp_path: Path) -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge_lstm.local_broker import find_mosquitto, free_port
+
 REPO = Path(__file__).resolve().parents[2]
 CONFS = REPO / "deploy" / "mosquitto"
-MOSQUITTO = shutil.which("mosquitto") or (
-    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-)
+MOSQUITTO = find_mosquitto()
 
 pytestmark = [
     pytest.mark.broker,
@@ -28,12 +28,6 @@ pytestmark = [
         MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)"
     ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _localized(conf: Path, tmp: Path, port: int, files: dict[str, Path]) -> Path:
@@ -169,7 +163,7 @@ def test_auth_conf_password_and_acl(tmp_path: Path, start_broker) -> None:
             check=True,
             timeout=30,
         )
-    port = _free_port()
+    port = free_port()
     conf = _localized(
         CONFS / "auth.conf",
         tmp_path,
@@ -275,7 +269,7 @@ def test_tls_conf_client_certificates_and_acl(tmp_path: Path, start_broker) -> N
     pki = tmp_path / "pki"
     pki.mkdir()
     _make_pki(pki)
-    port = _free_port()
+    port = free_port()
     conf = _localized(
         CONFS / "tls.conf",
         tmp_path,
@@ -307,7 +301,7 @@ def test_tls_conf_client_certificates_and_acl(tmp_path: Path, start_broker) -> N
 
 
 def test_local_conf_serves_anonymous_loopback(tmp_path: Path, start_broker) -> None:
-    port = _free_port()
+    port = free_port()
     conf = _localized(CONFS / "local.conf", tmp_path, port, {})
     assert "set_tcp_nodelay true" in conf.read_text()
     start_broker(conf, port)
@@ -351,7 +345,7 @@ def test_every_shipped_config_limits_the_packet_size(name: str) -> None:
 def test_local_conf_disconnects_a_client_sending_a_packet_over_the_limit(
     tmp_path: Path, start_broker
 ) -> None:
-    port = _free_port()
+    port = free_port()
     conf = _localized(CONFS / "local.conf", tmp_path, port, {})
     limit = _max_packet_size(conf)
     assert limit is not None

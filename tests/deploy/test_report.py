@@ -9,15 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.report import (
+from edge_lstm.reporting.detection import (
     RunDetection,
-    RunTruth,
-    agreement,
     alert_confusion,
     delay_table,
     detections,
-    live_windows,
 )
+from edge_lstm.reporting.recordings import RunTruth, agreement, live_windows
 
 CLASSES = ["normal", "cavitation", "overheating"]
 
@@ -135,9 +133,9 @@ def test_live_stage_and_report_agree_with_offline(
 ) -> None:
     """Serve over a real broker, replay the test runs, then the report: the live results must
     equal the offline evaluation of the same file on the same windows."""
-    from converters.demo_live import run_live
-    from converters.report import write_report
     from edge_lstm.local_broker import find_mosquitto
+    from edge_lstm.reporting.demo_live import run_live
+    from edge_lstm.reporting.report import write_report
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")

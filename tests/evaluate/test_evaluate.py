@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from converters.evaluate import evaluate_artifact
-from converters.predictors import open_predictor
 from edge_lstm.checkpoint import read_meta
 from edge_lstm.data.alignment import align_labels, align_windows
 from edge_lstm.data.normalization import Normalization
 from edge_lstm.errors import EdgeLstmError
+from edge_lstm.metrics import softmax
+from edge_lstm.reporting.evaluate import evaluate_artifact
+from edge_lstm.reporting.predictors import open_predictor
 from tests.conftest import run_cli
 
 
@@ -75,6 +76,23 @@ def test_step_graph_probabilities_match_torch(tiny_student: Path, tiny_deploy: P
     np.testing.assert_allclose(step_pred.predict_proba(x), torch_pred.predict_proba(x), atol=1e-4)
 
 
+def test_engines_are_driven_like_the_step_graph(tiny_student: Path, tiny_deploy: Path):
+    """Engines run through a runtime step backend behind parity's step loop; checked here with
+    the ONNX Runtime backend, which speaks the same `step(x, state)` protocol."""
+    from converters.parity import step_graph_logits
+    from edge_lstm.reporting.predictors import BATCH, BackendStepGraph
+    from runtime.backends.base import open_backend
+    from runtime.manifest import Manifest
+
+    manifest = Manifest.load(tiny_deploy)
+    graph = BackendStepGraph(open_backend(tiny_deploy, manifest, artifact="step"), manifest)
+    x = np.random.default_rng(1).standard_normal((BATCH + 7, manifest.window, 24), np.float32)
+    step_pred = open_predictor(tiny_deploy / "step.onnx")
+    np.testing.assert_allclose(
+        softmax(step_graph_logits(graph, x, batch=BATCH)), step_pred.predict_proba(x), atol=1e-6
+    )
+
+
 def test_tampered_onnx_is_refused(tiny_deploy: Path, tmp_path):
     bad = tmp_path / "deploy"
     bad.mkdir()
@@ -125,17 +143,56 @@ def test_align_labels_maps_by_name_and_refuses_unknown_classes() -> None:
         align_labels(y, ["normal", "x", "y"], ["normal", "x"])
 
 
-def test_other_data_is_scored_with_the_models_normalization(tiny_teacher: Path, tmp_path):
-    """New data gets its own split statistics; the model must still see its own scaling."""
+def test_other_data_is_scored_with_the_models_normalization(
+    tiny_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """New data gets its own split statistics; the model must still see its own scaling: the
+    windows evaluate feeds the model are the data's readings scaled with the model's statistics
+    (not the data's), and the metrics are those of the model's predictions on them."""
+    from edge_lstm.config import config_from_dict
+    from edge_lstm.data.prepare import prepare_data
+    from edge_lstm.metrics import compute_metrics
+    from edge_lstm.reporting import evaluate as evaluate_module
     from edge_lstm.simulate import write_dataset
 
     data = write_dataset(tmp_path / "other.parquet", seed=7, runs_per_class=4, run_length=200)
     shifted = pd.read_parquet(data)
     shifted["temp_oil"] += 5.0
     shifted.to_parquet(data)
+
+    fed: list[np.ndarray] = []  # what evaluate hands the model
+
+    def spying_open(path: Path):
+        predictor = open_predictor(path)
+        predict = predictor.predict_proba
+        predictor.predict_proba = lambda x: fed.append(np.array(x)) or predict(x)
+        return predictor
+
+    monkeypatch.setattr(evaluate_module, "open_predictor", spying_open)
     result = evaluate_artifact(tiny_teacher, data_path=data, out_dir=tmp_path / "eval")
-    assert result.metrics["n"] > 0
     assert json.loads(result.metrics_path.read_text())["data"] == str(data.resolve())
+
+    # the direct computation: the data's test windows back to raw readings, then the model's z-score
+    model = open_predictor(tiny_teacher)
+    prepared = prepare_data(config_from_dict(model.config), data)
+    assert prepared.features == model.features and prepared.classes == model.classes
+    data_x, labels = prepared.test.x, prepared.test.y
+    raw = data_x * prepared.normalization.std + prepared.normalization.mean
+    model_x = (raw - model.normalization.mean) / model.normalization.std
+    (seen,) = fed
+    np.testing.assert_allclose(seen, model_x, atol=1e-4)
+
+    # the data's own statistics would have fed other windows and given other probabilities
+    oil = model.features.index("temp_oil")
+    assert np.abs(seen[..., oil] - data_x[..., oil]).mean() > 0.5
+    model_probs = model.predict_proba(model_x)
+    assert np.abs(model_probs - model.predict_proba(data_x)).max() > 1e-2
+
+    expected = compute_metrics(model_probs, labels, model.classes)
+    assert result.metrics["n"] == len(labels) > 0
+    assert result.metrics["confusion_matrix"] == expected["confusion_matrix"]
+    assert result.metrics["macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-6)
+    assert result.metrics["roc_auc_macro"] == pytest.approx(expected["roc_auc_macro"], abs=1e-6)
 
 
 def test_engine_without_tensorrt_is_one_line_exit_2(tiny_deploy: Path, tmp_path):

@@ -1,4 +1,5 @@
-"""Teacher: size, initialisation, and that it can fit a small batch perfectly."""
+"""Teacher: size, initialisation, what its attention pooling does, and that it can fit a small
+batch perfectly."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import torch
 
 from edge_lstm.config import TeacherConfig
 from edge_lstm.models import Teacher, count_parameters
+from edge_lstm.models.teacher import AttentionPooling
 from edge_lstm.training import seed_everything
 from tests.models.conftest import N_CLASSES, N_FEATURES, synthetic_windows
 
@@ -31,12 +33,79 @@ def test_initialisation() -> None:
             assert torch.equal(total, expected), name
 
 
-def test_attention_weights_time_steps() -> None:
-    """Permuting time changes the BiLSTM states, so the output must depend on order."""
-    torch.manual_seed(0)
-    model = Teacher(4, 3, TeacherConfig(hidden_size=8, layers=1, attention_size=4)).eval()
+def _small_teacher(seed: int = 0) -> Teacher:
+    torch.manual_seed(seed)
+    return Teacher(4, 3, TeacherConfig(hidden_size=8, layers=1, attention_size=4)).eval()
+
+
+def test_attention_weights_are_a_distribution_over_time() -> None:
+    model = _small_teacher()
+    x = torch.randn(5, 10, 4)
+    with torch.no_grad():
+        weights = model.attention_weights(x)
+    assert weights.shape == (5, 10)
+    assert (weights > 0).all()
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(5))
+    # not uniform: the pooling is not a plain mean over time
+    assert (weights.max(dim=1).values > 1.2 / 10).all()
+
+
+def test_attention_picks_the_time_step_its_score_favours() -> None:
+    """With the score reading one channel, the pooled vector is the step where it peaks."""
+    pool = AttentionPooling(3, 3)
+    with torch.no_grad():
+        pool.proj.weight.copy_(torch.eye(3))
+        pool.proj.bias.zero_()
+        pool.score.weight.copy_(torch.tensor([[50.0, 0.0, 0.0]]))
+    seq = torch.randn(2, 8, 3)
+    seq[:, :, 0] = -1.0
+    seq[0, 2, 0] = seq[1, 6, 0] = 1.0
+    with torch.no_grad():
+        pooled, weights = pool(seq), pool.weights(seq).squeeze(-1)
+    assert weights.argmax(dim=1).tolist() == [2, 6]
+    torch.testing.assert_close(pooled, torch.stack([seq[0, 2], seq[1, 6]]), atol=1e-3, rtol=0)
+
+
+def test_permuting_time_permutes_the_weights_and_keeps_the_pooled_vector() -> None:
+    torch.manual_seed(1)
+    pool = AttentionPooling(6, 4)
+    seq = torch.randn(3, 9, 6)
+    order = torch.randperm(9)
+    with torch.no_grad():
+        torch.testing.assert_close(pool.weights(seq[:, order]), pool.weights(seq)[:, order])
+        torch.testing.assert_close(pool(seq[:, order]), pool(seq))
+
+
+def test_the_output_depends_on_the_attention_weights() -> None:
+    """A zero score makes every step count 1/W: a different teacher, not the same output."""
+    model = _small_teacher()
+    x = torch.randn(4, 10, 4)
+    with torch.no_grad():
+        before = model(x)
+        model.attention.score.weight.zero_()
+        torch.testing.assert_close(model.attention_weights(x), torch.full((4, 10), 0.1))
+        assert not torch.allclose(model(x), before, atol=1e-4)
+
+
+def test_changing_one_reading_moves_the_attention() -> None:
+    model = _small_teacher()
     x = torch.randn(2, 10, 4)
-    assert not torch.allclose(model(x), model(x.flip(1)))
+    changed = x.clone()
+    changed[:, 7] += 5.0
+    with torch.no_grad():
+        weights, moved = model.attention_weights(x), model.attention_weights(changed)
+    torch.testing.assert_close(moved.sum(dim=1), torch.ones(2))
+    assert not torch.allclose(weights, moved, atol=1e-3)
+
+
+def test_attention_is_trained() -> None:
+    """The attention parameters get gradients from the classification loss."""
+    model = _small_teacher().train()
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(6, 10, 4)), torch.arange(6) % 3)
+    loss.backward()
+    for name in ("proj.weight", "proj.bias", "score.weight"):
+        grad = model.attention.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
 
 
 def test_tiny_teacher_overfits_a_tiny_batch() -> None:

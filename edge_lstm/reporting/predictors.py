@@ -5,8 +5,8 @@ Every predictor takes normalized windows `x[N, W, F]` and returns class probabil
 comparison table score every artifact with the same code. Step artifacts (step.onnx, engines)
 are driven W times from the zero state, exactly as the streaming runtime runs them.
 
-The deployment-folder schema and the TensorRT backend live in `runtime/`; they are imported
-lazily here, only when an ONNX file or an engine is opened.
+The deployment-folder schema and the step backends live in `runtime/`, the ONNX Runtime
+runners in `converters.parity`; TensorRT itself is imported only when an engine is opened.
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from converters.parity import StepGraph, ort_session, step_graph_logits
 from edge_lstm.data.normalization import Normalization
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.metrics import softmax
+from runtime.backends.base import StepBackend
+from runtime.errors import EdgeRuntimeError, ManifestError
+from runtime.manifest import LOGITS, MANIFEST_FILE, WINDOW_INPUT, Manifest
 
 log = logging.getLogger(__name__)
 
 BATCH = 256
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-StepFn = Callable[[np.ndarray, tuple[np.ndarray, ...]], tuple[np.ndarray, tuple[np.ndarray, ...]]]
 
 
 class Predictor(Protocol):
@@ -65,19 +68,6 @@ class TorchPredictor:
         from edge_lstm.training.predict import predict_logits
 
         return softmax(predict_logits(self.model, np.ascontiguousarray(x, np.float32), BATCH))
-
-
-def _run_steps(step: StepFn, x: np.ndarray, zero_state: Callable[[int], tuple]) -> np.ndarray:
-    """Drives a step function over each window from the zero state; returns final logits."""
-    out = []
-    for i in range(0, len(x), BATCH):
-        chunk = np.ascontiguousarray(x[i : i + BATCH], np.float32)
-        state = zero_state(len(chunk))
-        logits = None
-        for t in range(chunk.shape[1]):
-            logits, state = step(np.ascontiguousarray(chunk[:, t, :]), state)
-        out.append(np.asarray(logits, np.float32))
-    return np.concatenate(out)
 
 
 @dataclass
@@ -119,10 +109,7 @@ def open_torch(path: Path) -> TorchPredictor:
     )
 
 
-def _load_manifest(path: Path) -> Any:
-    from runtime.errors import ManifestError
-    from runtime.manifest import MANIFEST_FILE, Manifest
-
+def _load_manifest(path: Path) -> Manifest:
     try:
         return Manifest.load(path.parent)
     except ManifestError as exc:
@@ -132,10 +119,8 @@ def _load_manifest(path: Path) -> Any:
         ) from None
 
 
-def _artifact_name(manifest: Any, path: Path) -> str | None:
+def _artifact_name(manifest: Manifest, path: Path) -> str | None:
     """The manifest's name for this file, after checking its sha256 (None if not listed)."""
-    from runtime.errors import ManifestError
-
     for name, art in manifest.artifacts.items():
         if art.file == path.name:
             try:
@@ -146,7 +131,7 @@ def _artifact_name(manifest: Any, path: Path) -> str | None:
     return None
 
 
-def _manifest_fields(manifest: Any, path: Path) -> dict[str, Any]:
+def _manifest_fields(manifest: Manifest, path: Path) -> dict[str, Any]:
     return {
         "features": list(manifest.features),
         "classes": list(manifest.classes),
@@ -158,19 +143,26 @@ def _manifest_fields(manifest: Any, path: Path) -> dict[str, Any]:
     }
 
 
-def _zero_state(manifest: Any) -> Callable[[int], tuple[np.ndarray, ...]]:
-    def make(batch: int) -> tuple[np.ndarray, ...]:
-        shape = manifest.state_shape(batch)
-        return tuple(np.zeros(shape, np.float32) for _ in manifest.state_names)
+class BackendStepGraph(StepGraph):
+    """A runtime step backend (a TensorRT engine) behind parity's `StepGraph`, so the one
+    W-step loop (`converters.parity.step_graph_logits`) drives engines and ONNX graphs alike."""
 
-    return make
+    def __init__(self, backend: StepBackend, manifest: Manifest) -> None:
+        super().__init__(backend, manifest.state_names, manifest.layers, manifest.hidden_size)
+        self.manifest = manifest
+
+    def zero_state(self, batch: int) -> dict[str, np.ndarray]:
+        return dict(zip(self.state_names, self.manifest.zero_state(batch), strict=True))
+
+    def step(
+        self, x_t: np.ndarray, state: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        logits, new = self.session.step(x_t, tuple(state[n] for n in self.state_names))
+        return np.asarray(logits, np.float32), dict(zip(self.state_names, new, strict=True))
 
 
 def open_onnx(path: Path, threads: int = 1) -> ManifestPredictor:
     """A window graph (x[B, W, F]) or a step graph (x[B, F] + state), told apart by x's rank."""
-    from converters.parity import StepGraph, ort_session, step_graph_logits
-    from runtime.manifest import LOGITS, WINDOW_INPUT
-
     manifest = _load_manifest(path)
     listed = _artifact_name(manifest, path)
     try:
@@ -211,7 +203,6 @@ def open_engine(path: Path) -> ManifestPredictor:
             "`edgelstm build-engine` so its build facts are recorded"
         )
     from runtime.backends.base import open_backend
-    from runtime.errors import EdgeRuntimeError
 
     try:
         backend = open_backend(path.parent, manifest, name="tensorrt", artifact=listed)
@@ -220,11 +211,11 @@ def open_engine(path: Path) -> ManifestPredictor:
             f"{path}: cannot run a TensorRT engine here ({exc}); evaluate engines on the device "
             "they were built for (TensorRT and a CUDA GPU are required)"
         ) from None
-    zero = _zero_state(manifest)
+    graph = BackendStepGraph(backend, manifest)
     return ManifestPredictor(
         name=f"{manifest.model_name}:{listed}",
         kind="tensorrt",
-        run=lambda x: _run_steps(backend.step, x, zero),
+        run=lambda x: step_graph_logits(graph, np.ascontiguousarray(x, np.float32), batch=BATCH),
         **_manifest_fields(manifest, path),
     )
 

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from converters.predictors import Predictor, open_predictor
+import numpy as np
+
 from edge_lstm.config import Config, config_from_dict, load_config
 from edge_lstm.data.alignment import align_labels, align_windows
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.metrics import compute_metrics, plot_confusion
+from edge_lstm.reporting.predictors import Predictor, open_predictor
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +63,14 @@ def default_out_dir(path: Path, split: str) -> Path:
     return path.parent / f"eval-{split}-{path.stem}"
 
 
-def evaluate_artifact(
-    path: Path,
-    *,
-    data_path: Path | None = None,
-    split: str = "test",
-    config_path: Path | None = None,
-    out_dir: Path | None = None,
-) -> EvaluationResult:
-    """Scores a checkpoint, ONNX graph or engine on a split; writes metrics.json, confusion.png."""
+def split_for(
+    predictor: Predictor, cfg: Config, data_path: Path | None, split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The split's windows in the predictor's feature order and normalization, and its labels
+    as the predictor's class indices."""
     from edge_lstm.data.prepare import prepare_data
 
-    if split not in SPLITS:
-        raise EdgeLstmError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if data_path is not None and not Path(data_path).exists():
-        raise EdgeLstmError(f"{data_path}: data file not found")
-    predictor = open_predictor(Path(path))
-    cfg = resolve_config(predictor, config_path)
-    prepared = prepare_data(cfg, Path(data_path) if data_path is not None else None)
+    prepared = prepare_data(cfg, data_path)
     windows = prepared.split(split)
     if windows.x.shape[1] != predictor.window:
         raise EdgeLstmError(
@@ -92,18 +84,37 @@ def evaluate_artifact(
         predictor.features,
         predictor.normalization,
     )
-    labels = align_labels(windows.y, prepared.classes, predictor.classes)
+    return x, align_labels(windows.y, prepared.classes, predictor.classes)
+
+
+def evaluate_artifact(
+    path: Path,
+    *,
+    data_path: Path | None = None,
+    split: str = "test",
+    config_path: Path | None = None,
+    out_dir: Path | None = None,
+) -> EvaluationResult:
+    """Scores a checkpoint, ONNX graph or engine on a split; writes metrics.json, confusion.png."""
+    if split not in SPLITS:
+        raise EdgeLstmError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if data_path is not None and not Path(data_path).exists():
+        raise EdgeLstmError(f"{data_path}: data file not found")
+    path = Path(path)
+    predictor = open_predictor(path)
+    cfg = resolve_config(predictor, config_path)
+    x, labels = split_for(predictor, cfg, Path(data_path) if data_path is not None else None, split)
 
     started = time.perf_counter()
     probs = predictor.predict_proba(x)
     seconds = time.perf_counter() - started
     metrics = compute_metrics(probs, labels, predictor.classes)
 
-    out = Path(out_dir) if out_dir is not None else default_out_dir(Path(path), split)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(path, split)
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "artifact": {
-            "path": str(Path(path).resolve()),
+            "path": str(path.resolve()),
             "name": predictor.name,
             "kind": predictor.kind,
             "size_bytes": predictor.size_bytes,

@@ -1,0 +1,91 @@
+"""What the gateway benchmarks (throughput, latency, rss) share: the demo's readings, a
+TCP_NODELAY publisher, a gateway started through the harness, the rounded spread of rounds.
+
+Not a benchmark itself (bench/run.py skips it).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_lstm.local_broker import LocalBroker
+from edge_lstm.reporting.gateway_harness import Gateway
+from runtime.manifest import Manifest
+from runtime.mqtt import set_nodelay
+from runtime.replay import load_runs
+
+REPO = Path(__file__).resolve().parents[1]  # the checkout: bench/ is never installed
+WORKDIR = "bench-runtime"  # under the runs folder: each gateway's config, log and state
+TOPIC = "sensors/{}/data"
+GATEWAY_ID = "bench"
+START_TIMEOUT_S = 30.0
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max over rounds, rounded to 4 decimals."""
+    return {
+        "median": round(statistics.median(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+    }
+
+
+def dataset(runs_dir: Path, manifest: Manifest) -> list[np.ndarray]:
+    """Each run's readings (values only, manifest feature order) from the demo data."""
+    _, runs = load_runs(runs_dir / "data" / "sensors.parquet", manifest.features)
+    return [r.values for r in runs]
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def publisher(host: str, port: int) -> mqtt.Client:
+    """A connected paho client (TCP_NODELAY) with its network thread running."""
+    client = set_nodelay(mqtt.Client(CallbackAPIVersion.VERSION2))
+    client.connect(host, port)
+    client.loop_start()
+    return client
+
+
+def flush(client: mqtt.Client, timeout_s: float = 30.0) -> None:
+    """Waits (at most `timeout_s`) until paho has written everything queued to the socket."""
+    deadline = time.monotonic() + timeout_s
+    while client.want_write() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def close(client: mqtt.Client) -> None:
+    client.disconnect()
+    client.loop_stop()
+
+
+def start_gateway(workdir: Path, deploy: Path, broker: LocalBroker, **sections: Any) -> Gateway:
+    """`edgelstm serve` on `deploy` (gateway id `bench`, readings at QoS 0), recorded at QoS 0,
+    once online and its first stats snapshot arrived; `sections` add to the config."""
+    gateway = Gateway(
+        workdir,
+        deploy,
+        broker.host,
+        broker.port,
+        gateway_id=GATEWAY_ID,
+        qos=0,
+        online_timeout_s=START_TIMEOUT_S,
+        topics={"sensor_qos": 0},
+        log_every_s=60.0,
+        **sections,
+    )
+    if gateway.recorder.wait_count("stats", 1, START_TIMEOUT_S, gateway.serve) is None:
+        gateway.stop()
+        raise RuntimeError(f"edgelstm serve published no stats; see {gateway.serve.log_path}")
+    return gateway

@@ -1,0 +1,243 @@
+"""The demo's live stage: a broker, `edgelstm serve` on the int8 student, the held-out test runs
+replayed into it (runtime.replay, in this process), and a recorder writing what the gateway
+published to runs/demo/live/.
+
+`python -m edge_lstm.reporting.demo_live --runs runs/demo --config configs/demo.yaml`
+(scripts/demo.sh calls it). `edgelstm report` reads the recordings: live/alerts.jsonl,
+live/stats.jsonl, live/status.jsonl and live/summary.json. The broker, the serve subprocess and
+the recorder are the one gateway harness (edge_lstm/reporting/gateway_harness.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_lstm.errors import EdgeLstmError
+from edge_lstm.local_broker import LocalBroker
+from edge_lstm.reporting.gateway_harness import Gateway, Recorder, example_config
+from edge_lstm.reporting.recordings import gateway_latency, read_jsonl
+from runtime.errors import EdgeRuntimeError
+from runtime.manifest import Manifest
+from runtime.replay import Columns, Replayer, device_ids, load_runs, rate_for_speedup
+
+log = logging.getLogger(__name__)
+
+GATEWAY_ID = "demo"
+ONLINE_TIMEOUT_S = 90.0
+QUIET_S = 10.0
+STOP_TIMEOUT_S = 15.0
+REPLAY_QOS = 1
+
+
+@dataclass
+class HeldOutRuns:
+    """The held-out test runs of the config's split, how many windows the offline split has on
+    them, and the data's column names."""
+
+    run_ids: list[str]
+    expected_windows: int
+    columns: Columns
+
+
+def _test_runs(config_path: Path, data_path: Path) -> HeldOutRuns:
+    from edge_lstm.config import load_config
+    from edge_lstm.data.prepare import prepare_data
+
+    cfg = load_config(config_path)
+    prepared = prepare_data(cfg, data_path)
+    columns = Columns(cfg.data.run_column, cfg.data.timestamp_column, cfg.data.label_column)
+    return HeldOutRuns(list(prepared.split_runs["test"]), len(prepared.test.y), columns)
+
+
+def _check_inputs(deploy_dir: Path, data_path: Path, artifact: str) -> None:
+    for needed in (deploy_dir / "manifest.json", data_path):
+        if not needed.exists():
+            raise EdgeLstmError(f"{needed} is missing: run the earlier demo stages first")
+    artifacts = json.loads((deploy_dir / "manifest.json").read_text())["artifacts"]
+    if artifact not in artifacts:
+        raise EdgeLstmError(
+            f"{deploy_dir} has no artifact {artifact!r} (it has {sorted(artifacts)}); "
+            "run `edgelstm quantize` first or pass --artifact step"
+        )
+
+
+def replay_runs(
+    data_path: Path,
+    deploy_dir: Path,
+    held_out: HeldOutRuns,
+    broker: LocalBroker,
+    speedup: float,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """Publishes the test runs (values in the manifest's feature order, QoS 1) at `speedup`
+    times their recorded rate; `Replayer.replay`'s counts. Raises if it took over timeout_s."""
+    features = Manifest.load(deploy_dir).features
+    _, runs = load_runs(data_path, features, held_out.run_ids, held_out.columns)
+    rate = rate_for_speedup(runs, speedup, data_path)
+    publisher = Replayer(broker.host, broker.port, qos=REPLAY_QOS)
+    try:
+        result = publisher.replay(device_ids(runs, len(runs)), rate, None, timeout_s)
+    finally:
+        publisher.close()
+    if result["readings"] < sum(len(r.ts) for r in runs):
+        raise EdgeLstmError(
+            f"the replay did not finish within {timeout_s:g} s ({result['readings']} readings "
+            "sent); raise --timeout or --speedup"
+        )
+    return result
+
+
+def _wait_for_windows(gateway: Gateway, expected: int) -> None:
+    """Until every expected window result arrived, or nothing arrived for QUIET_S seconds."""
+    recorder: Recorder = gateway.recorder
+    while recorder.counts.get("window", 0) < expected and gateway.serve.running:
+        if time.monotonic() - recorder.last_message > QUIET_S:
+            log.warning(
+                "no message for %.0f s; %d of %d window results arrived",
+                QUIET_S,
+                recorder.counts.get("window", 0),
+                expected,
+            )
+            return
+        time.sleep(0.1)
+
+
+def _start_gateway(live: Path, deploy_dir: Path, broker: LocalBroker, artifact: str) -> Gateway:
+    """configs/gateway.yaml pointed at the demo's model and broker, state in live/state,
+    emitting every window so the report can compare the live results with the offline ones;
+    the recorder writes live/{alerts,stats,status}.jsonl."""
+    return Gateway(
+        live,
+        deploy_dir,
+        broker.host,
+        broker.port,
+        gateway_id=GATEWAY_ID,
+        base=example_config(),
+        jsonl_dir=live,
+        online_timeout_s=ONLINE_TIMEOUT_S,
+        stop_timeout_s=STOP_TIMEOUT_S,
+        artifact=artifact,
+        stats_interval_s=2,
+        debounce={"emit": "all"},
+    )
+
+
+def run_live(
+    runs_dir: Path, config_path: Path, artifact: str, speedup: float, replay_timeout_s: float
+) -> dict[str, Any]:
+    """Runs the live stage and returns (and writes to live/summary.json) what happened."""
+    deploy_dir, data_path = runs_dir / "deploy", runs_dir / "data" / "sensors.parquet"
+    _check_inputs(deploy_dir, data_path, artifact)
+    live = runs_dir / "live"
+    shutil.rmtree(live, ignore_errors=True)
+    live.mkdir(parents=True)
+    held_out = _test_runs(config_path, data_path)
+    run_ids, expected = held_out.run_ids, held_out.expected_windows
+    started = time.monotonic()
+    with LocalBroker(log_path=live / "broker.log") as broker:
+        click.echo(f"broker: {broker.kind} on {broker.host}:{broker.port}")
+        gateway = _start_gateway(live, deploy_dir, broker, artifact)
+        try:
+            click.echo(
+                f"serving {artifact} of {deploy_dir}; replaying {len(run_ids)} test runs "
+                f"at {speedup:g}x ({expected} windows expected)"
+            )
+            replay = replay_runs(data_path, deploy_dir, held_out, broker, speedup, replay_timeout_s)
+            _wait_for_windows(gateway, expected)
+        finally:
+            # stop() waits for the final stats and `offline` the service publishes on SIGTERM
+            code = gateway.stop()
+    summary = {
+        "broker": broker.kind,
+        "artifact": artifact,
+        "deploy_dir": str(deploy_dir),
+        "speedup": speedup,
+        "runs": run_ids,
+        "expected_windows": expected,
+        "received": dict(gateway.recorder.counts),
+        "replay": {k: float(v) for k, v in replay.items() if v is not None},
+        "serve_exit_code": code,
+        "serve_stop_seconds": round(gateway.serve.stop_seconds, 3),
+        "offline_status_published": "offline" in gateway.recorder.payloads("/status"),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (live / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _print_summary(summary: dict[str, Any], live: Path) -> None:
+    counts = summary["received"]
+    click.echo(
+        f"windows {counts.get('window', 0)}/{summary['expected_windows']}, alerts raised "
+        f"{counts.get('raised', 0)}, cleared {counts.get('cleared', 0)}; serve exited "
+        f"{summary['serve_exit_code']} in {summary['serve_stop_seconds']:.2f} s after SIGTERM"
+    )
+    for body in read_jsonl(live / "alerts.jsonl"):
+        if body.get("event") == "raised":
+            click.echo(
+                f"  alert {body['device_id']}: {body['class']} "
+                f"(confidence {body['confidence']:.2f}, window end {body['window_end_ts']:.1f})"
+            )
+    stats = read_jsonl(live / "stats.jsonl")
+    if stats:
+        for stage, figures in gateway_latency(stats[-1]["latency_ms"]).items():
+            click.echo(
+                f"  {stage:>17}: p50 {figures['p50']:.3f} ms  p99 {figures['p99']:.3f} ms  "
+                f"max {figures['max']:.3f} ms  (n={figures['n']})"
+            )
+
+
+@click.command()
+@click.option(
+    "--runs",
+    "runs_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/demo"),
+    show_default=True,
+    help="Runs folder written by `make demo`.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("configs/demo.yaml"),
+    show_default=True,
+)
+@click.option(
+    "--artifact", default="step.int8-dynamic", show_default=True, help="Manifest artifact to serve."
+)
+@click.option(
+    "--speedup",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Replay at X times the data's own rate.",
+)
+@click.option("--timeout", "timeout_s", type=float, default=600.0, show_default=True)
+def main(
+    runs_dir: Path, config_path: Path, artifact: str, speedup: float, timeout_s: float
+) -> None:
+    """Serve the demo's student over a local broker and replay the held-out test runs into it."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = run_live(runs_dir, config_path, artifact, speedup, timeout_s)
+    except (EdgeLstmError, EdgeRuntimeError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    _print_summary(summary, runs_dir / "live")
+    if summary["serve_exit_code"] != 0:
+        click.echo("error: `edgelstm serve` did not exit cleanly", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
