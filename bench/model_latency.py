@@ -42,12 +42,7 @@ def _callables(
     if not all(n in manifest.artifacts for n in names.values()):
         return None
     window = ort_session(manifest.verified_path(deploy, names["window"]))
-    step = StepGraph(
-        ort_session(manifest.verified_path(deploy, names["step"])),
-        manifest.state_names,
-        manifest.layers,
-        manifest.hidden_size,
-    )
+    step = StepGraph(ort_session(manifest.verified_path(deploy, names["step"])), manifest)
     calls: dict[tuple[str, int], Callable[[np.ndarray], Any]] = {}
     for batch in BATCHES:
         calls[("window", batch)] = window_call(window)

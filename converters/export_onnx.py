@@ -171,7 +171,7 @@ def _export_checked(
     if manifest.model_kind == "student":
         files["step"] = target.file_name("step")
         export_step_graph(model, stage / files["step"], manifest.n_features, cfg.export.opset)
-        graph = StepGraph.of(ort_session(stage / files["step"]), manifest)
+        graph = StepGraph(ort_session(stage / files["step"]), manifest)
         by_steps = step_graph_logits(graph, x)
         parity["step"] = compare_logits(
             f"step (driven {manifest.window} times)", reference, by_steps, tolerance

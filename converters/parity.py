@@ -43,21 +43,17 @@ class Steps(Protocol):
 
 @dataclass
 class StepGraph:
-    """A step graph session plus the state layout needed to drive it (state by input name)."""
+    """A step graph session with the state layout of its manifest (state by input name)."""
 
     session: Any
-    state_names: tuple[str, ...]
-    layers: int
-    hidden_size: int
+    manifest: Manifest
 
-    @classmethod
-    def of(cls, session: Any, manifest: Manifest) -> StepGraph:
-        """The step graph `session` with the state layout of `manifest`."""
-        return cls(session, manifest.state_names, manifest.layers, manifest.hidden_size)
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self.manifest.state_names
 
     def zero_state(self, batch: int) -> dict[str, np.ndarray]:
-        shape = (self.layers, batch, self.hidden_size)
-        return {name: np.zeros(shape, np.float32) for name in self.state_names}
+        return dict(zip(self.state_names, self.manifest.zero_state(batch), strict=True))
 
     def step(
         self, x_t: np.ndarray, state: dict[str, np.ndarray]
@@ -133,7 +129,7 @@ def graph_latency(path: Path, manifest: Manifest, kind: str, x: np.ndarray) -> d
     from edge_lstm.latency import measure_latency
 
     session = ort_session(path, threads=1)
-    graph = StepGraph.of(session, manifest)
+    graph = StepGraph(session, manifest)
     result: dict[str, Any] = {}
     for batch in LATENCY_BATCHES:
         xb = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])), dtype=np.float32)

@@ -64,7 +64,7 @@ def _logits(path: Path, kind: str, manifest: Manifest, x: np.ndarray) -> np.ndar
     """Test-split logits: window graphs directly, step graphs driven W steps."""
     if kind == "window":
         return window_logits(ort_session(path), x)
-    return step_graph_logits(StepGraph.of(ort_session(path), manifest), x)
+    return step_graph_logits(StepGraph(ort_session(path), manifest), x)
 
 
 def _calibration_feeds(
@@ -79,7 +79,7 @@ def _calibration_feeds(
         ]
     feeds: list[dict[str, np.ndarray]] = []
     step_graph_logits(
-        StepGraph.of(ort_session(fp32_path), manifest),
+        StepGraph(ort_session(fp32_path), manifest),
         x,
         batch=CALIBRATION_BATCH,
         on_step=lambda x_t, state: feeds.append({STEP_INPUT: x_t, **state}),

@@ -93,7 +93,7 @@ def _parity(engine: Path, manifest: Manifest, onnx_path: Path, batch: int) -> di
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, manifest.window, manifest.n_features), np.float32)
-    reference = step_graph_logits(StepGraph.of(ort_session(onnx_path), manifest), x)
+    reference = step_graph_logits(StepGraph(ort_session(onnx_path), manifest), x)
     backend = TensorRTStepBackend(engine, manifest)
     try:
         logits = step_graph_logits(BackendSteps(backend, manifest), x)

@@ -19,11 +19,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from converters.parity import StepGraph, ort_session, step_graph_logits
+from converters.parity import BackendSteps, StepGraph, ort_session, step_graph_logits
 from edge_lstm.data.normalization import Normalization
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.metrics import softmax
-from runtime.backends.base import StepBackend
 from runtime.errors import EdgeRuntimeError, ManifestError
 from runtime.manifest import LOGITS, MANIFEST_FILE, WINDOW_INPUT, Manifest
 
@@ -143,24 +142,6 @@ def _manifest_fields(manifest: Manifest, path: Path) -> dict[str, Any]:
     }
 
 
-class BackendStepGraph(StepGraph):
-    """A runtime step backend (a TensorRT engine) behind parity's `StepGraph`, so the one
-    W-step loop (`converters.parity.step_graph_logits`) drives engines and ONNX graphs alike."""
-
-    def __init__(self, backend: StepBackend, manifest: Manifest) -> None:
-        super().__init__(backend, manifest.state_names, manifest.layers, manifest.hidden_size)
-        self.manifest = manifest
-
-    def zero_state(self, batch: int) -> dict[str, np.ndarray]:
-        return dict(zip(self.state_names, self.manifest.zero_state(batch), strict=True))
-
-    def step(
-        self, x_t: np.ndarray, state: dict[str, np.ndarray]
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        logits, new = self.session.step(x_t, tuple(state[n] for n in self.state_names))
-        return np.asarray(logits, np.float32), dict(zip(self.state_names, new, strict=True))
-
-
 def open_onnx(path: Path, threads: int = 1) -> ManifestPredictor:
     """A window graph (x[B, W, F]) or a step graph (x[B, F] + state), told apart by x's rank."""
     manifest = _load_manifest(path)
@@ -184,7 +165,7 @@ def open_onnx(path: Path, threads: int = 1) -> ManifestPredictor:
     missing = [s for s in manifest.state_names if s not in inputs]
     if missing:
         raise EdgeLstmError(f"{path}: step graph lacks the state inputs {missing}")
-    graph = StepGraph(session, manifest.state_names, manifest.layers, manifest.hidden_size)
+    graph = StepGraph(session, manifest)
     return ManifestPredictor(
         name=name,
         kind="onnx-step",
@@ -211,7 +192,7 @@ def open_engine(path: Path) -> ManifestPredictor:
             f"{path}: cannot run a TensorRT engine here ({exc}); evaluate engines on the device "
             "they were built for (TensorRT and a CUDA GPU are required)"
         ) from None
-    graph = BackendStepGraph(backend, manifest)
+    graph = BackendSteps(backend, manifest)
     return ManifestPredictor(
         name=f"{manifest.model_name}:{listed}",
         kind="tensorrt",

@@ -42,8 +42,8 @@ def test_gru_export_round_trip(gru_deploy: Path, prepared) -> None:
     # both graphs agree with each other on windows of another batch size than the trace
     x = prepared.test.x[:5]
     by_window = window_logits(ort_session(gru_deploy / "model.onnx"), x)
-    graph = StepGraph.of(ort_session(gru_deploy / "step.onnx"), manifest)
-    assert graph.state_names == ("h",) and graph.layers == 1
+    graph = StepGraph(ort_session(gru_deploy / "step.onnx"), manifest)
+    assert graph.state_names == ("h",) and graph.manifest.layers == 1
     np.testing.assert_allclose(step_graph_logits(graph, x), by_window, atol=1e-5)
     single = window_logits(ort_session(gru_deploy / "model.onnx"), x[:1])
     np.testing.assert_allclose(single, by_window[:1], atol=1e-5)

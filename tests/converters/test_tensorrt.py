@@ -153,7 +153,7 @@ def test_engine_matches_the_onnx_step_graph(
     assert {"tensorrt_version", "compute_capability", "gpu"} <= set(art.info)
     assert art.info["profile_batches"] == {"min": 1, "opt": 8, "max": 32}
     x = prepared.test.x[:32]
-    graph = StepGraph.of(ort_session(deploy / "step.onnx"), manifest)
+    graph = StepGraph(ort_session(deploy / "step.onnx"), manifest)
     reference = step_graph_logits(graph, x)
     logits = _engine_logits(deploy, f"step.trt-{precision}", x)
     assert np.abs(logits - reference).max() <= tolerance

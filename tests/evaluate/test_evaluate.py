@@ -79,13 +79,13 @@ def test_step_graph_probabilities_match_torch(tiny_student: Path, tiny_deploy: P
 def test_engines_are_driven_like_the_step_graph(tiny_student: Path, tiny_deploy: Path):
     """Engines run through a runtime step backend behind parity's step loop; checked here with
     the ONNX Runtime backend, which speaks the same `step(x, state)` protocol."""
-    from converters.parity import step_graph_logits
-    from edge_lstm.reporting.predictors import BATCH, BackendStepGraph
+    from converters.parity import BackendSteps, step_graph_logits
+    from edge_lstm.reporting.predictors import BATCH
     from runtime.backends.base import open_backend
     from runtime.manifest import Manifest
 
     manifest = Manifest.load(tiny_deploy)
-    graph = BackendStepGraph(open_backend(tiny_deploy, manifest, artifact="step"), manifest)
+    graph = BackendSteps(open_backend(tiny_deploy, manifest, artifact="step"), manifest)
     x = np.random.default_rng(1).standard_normal((BATCH + 7, manifest.window, 24), np.float32)
     step_pred = open_predictor(tiny_deploy / "step.onnx")
     np.testing.assert_allclose(

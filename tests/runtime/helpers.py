@@ -103,9 +103,11 @@ class ServeProcess(gateway_harness.ServeProcess):
 
 
 class InProcessService:
-    """runtime.daemon.Service on a thread (no signal handlers); stop() = what SIGTERM does."""
+    """runtime.daemon.Service on a thread (no signal handlers); stop() = what SIGTERM does.
+    It waits until the service is subscribed, unless connect_timeout_s is None (a test of a
+    broker that must refuse it, or that is not up yet)."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, connect_timeout_s: float | None = 10.0) -> None:
         from runtime.config import load_gateway_config
         from runtime.daemon import Service
 
@@ -113,7 +115,9 @@ class InProcessService:
         self.rc: int | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        assert self.service.link.wait_connected(10), "service did not connect"
+        if connect_timeout_s is not None:
+            connected = self.service.link.wait_connected(connect_timeout_s)
+            assert connected, "service did not connect"
 
     def _run(self) -> None:
         self.rc = self.service.run()
@@ -124,4 +128,5 @@ class InProcessService:
     def stop(self) -> int | None:
         self.service.request_stop()
         self.thread.join(5)
+        assert not self.thread.is_alive(), "the service did not stop within 5 s"
         return self.rc

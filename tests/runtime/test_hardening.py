@@ -66,28 +66,6 @@ def _config(path: Path, deploy: Path, host: str, port: int, **sections) -> Path:
     return gateway_config(path, deploy, host, port, broker=broker, **sections)
 
 
-def _serving(config: Path, broker) -> InProcessService:
-    """The service on a thread, once its subscriptions are active: it reports "connected" at
-    the CONNACK, before the broker has handled its SUBSCRIBE, and a reading published in
-    between would never reach it. A probe on its heartbeat topic (no counter moves) proves it:
-    the network thread heard a message sent after the probe started."""
-    service = InProcessService(config)
-    link = service.service.link
-    probe = Replayer(broker.host, broker.port, topic=link.heartbeat_topic)
-    try:
-        for _ in range(50):
-            sent = time.monotonic()
-            probe.send("", b"")
-            if wait_until(lambda: link.heard > sent, 0.1):  # noqa: B023 - used at once
-                return service
-        raise AssertionError("the gateway's subscriptions did not become active within 5 s")
-    except BaseException:
-        service.stop()
-        raise
-    finally:
-        probe.close()
-
-
 def _publisher(broker) -> Replayer:
     return Replayer(broker.host, broker.port, qos=1)
 
@@ -170,25 +148,6 @@ class NotifyListener:
         self.sock.close()
 
 
-class ServiceThread:
-    """runtime.daemon.Service.run() on a thread, without assuming it ever connects."""
-
-    def __init__(self, config: Path) -> None:
-        self.service = Service(load_gateway_config(config))
-        self.rc: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.rc = self.service.run()
-
-    def stop(self) -> int | None:
-        self.service.request_stop()
-        self.thread.join(5)
-        assert not self.thread.is_alive(), "the service did not stop within 5 s"
-        return self.rc
-
-
 # ---- 1. poison payloads ---------------------------------------------------------------------
 
 
@@ -210,7 +169,7 @@ def test_poison_json_is_counted_and_ingestion_goes_on(
         tmp_path / "gw.yaml", deploy, broker.host, broker.port, debounce={"emit": "all"}
     )
     collector = Collector(broker.host, broker.port)
-    service = _serving(config, broker)
+    service = InProcessService(config)
     try:
         publisher = _publisher(broker)
         publisher.send(run.run_id, deep)
@@ -256,7 +215,7 @@ def test_an_exception_on_the_network_thread_is_counted_and_reading_goes_on(
         tmp_path / "gw.yaml", deploy, broker.host, broker.port, debounce={"emit": "all"}
     )
     collector = Collector(broker.host, broker.port)
-    service = _serving(config, broker)
+    service = InProcessService(config)
     inner = service.service
     try:
         inner.parsing = (
@@ -301,7 +260,7 @@ def test_empty_and_huge_device_ids_are_refused_before_any_state(
     huge_id = "d" * 65_520  # sensors/<id>/data is 65,533 bytes: a legal MQTT topic
     assert len(f"sensors/{huge_id}/data".encode()) <= 65_535
     collector = Collector(broker.host, broker.port)
-    service = _serving(config, broker)
+    service = InProcessService(config)
     inner = service.service
     bad = Reason.BAD_DEVICE_ID.counter
     try:
@@ -346,10 +305,10 @@ def test_ready_only_after_the_first_connack_and_failures_are_logged(
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     port = free_port()  # nothing listens here yet
     config = _config(tmp_path / "gw.yaml", deploy_dir("gru", None), "127.0.0.1", port)
-    service: ServiceThread | None = None
+    service: InProcessService | None = None
     try:
         with caplog.at_level(logging.WARNING, logger="runtime.mqtt"):
-            service = ServiceThread(config)
+            service = InProcessService(config, connect_timeout_s=None)
             time.sleep(2.0)
             assert listener.times("READY=1") == []
             assert listener.times("STATUS=") != []  # the notifier works: it is not ready
@@ -394,7 +353,7 @@ def test_watchdog_is_fed_only_while_the_network_thread_makes_progress(
     release = threading.Event()
     entered = threading.Event()
     try:
-        service = _serving(config, broker)
+        service = InProcessService(config)
     except BaseException:
         listener.close()
         raise
@@ -479,7 +438,7 @@ def test_missing_readings_are_counted_named_and_never_inside_a_window(
     assert expected_lossy  # the second half makes windows
     total = len(expected_clean) + len(expected_lossy)
     collector = Collector(broker.host, broker.port)
-    service = _serving(config, broker)
+    service = InProcessService(config)
     try:
         publisher = _publisher(broker)
         publisher.replay([(clean.run_id, clean), (lossy.run_id, sent)])
@@ -558,7 +517,7 @@ def test_the_broker_drops_what_exceeds_the_announced_packet_size(
     big = b"x" * (cfg.max_payload_bytes * 3)
     assert len(big) > max_packet_bytes(cfg)  # the broker may not send it to the gateway
     with caplog.at_level(logging.INFO, logger="runtime.mqtt"):
-        service = _serving(config, broker)
+        service = InProcessService(config)
         try:
             publisher = _publisher(broker)
             publisher.send("big", big)
@@ -641,7 +600,7 @@ def test_alert_ids_and_a_restart_keep_the_raised_fault(
         return {b["alert_id"]: b for b in collector.bodies(kind) if b["device_id"] == device}
 
     try:
-        first = _serving(raise_cfg, broker)
+        first = InProcessService(raise_cfg)
         try:
             replay_phase(first, 0)
             assert wait_until(lambda: len(alerts("raised")) >= 1, 5)
@@ -657,7 +616,7 @@ def test_alert_ids_and_a_restart_keep_the_raised_fault(
         assert body["class"] == name and body["window_end_ts"] == end_ts
         assert first_id == alert_id(GATEWAY, device, "raised", name, end_ts)
 
-        second = _serving(raise_cfg, broker)  # a new process's service, same state dir
+        second = InProcessService(raise_cfg)  # a new process's service, same state dir
         try:
             assert second.service.debouncer.active(device) == fault  # before any reading
             replay_phase(second, 1)
@@ -670,7 +629,7 @@ def test_alert_ids_and_a_restart_keep_the_raised_fault(
         assert set(alerts("raised")) == {first_id}
         assert alerts("cleared") == {}
 
-        third = _serving(clear_cfg, broker)
+        third = InProcessService(clear_cfg)
         try:
             assert third.service.debouncer.active(device) == fault
             replay_phase(third, 2)
