@@ -1,5 +1,5 @@
 """What the gateway benchmarks (throughput, latency, rss) share: the demo's readings, a
-TCP_NODELAY publisher, a gateway started through the harness, the rounded spread of rounds.
+TCP_NODELAY publisher and a gateway started through the harness.
 
 Not a benchmark itself (bench/run.py skips it).
 """
@@ -7,7 +7,6 @@ Not a benchmark itself (bench/run.py skips it).
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,6 @@ WORKDIR = "bench-runtime"  # under the runs folder: each gateway's config, log a
 TOPIC = "sensors/{}/data"
 GATEWAY_ID = "bench"
 START_TIMEOUT_S = 30.0
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    """Median, min and max over rounds, rounded to 4 decimals."""
-    return {
-        "median": round(statistics.median(values), 4),
-        "min": round(min(values), 4),
-        "max": round(max(values), 4),
-    }
 
 
 def dataset(runs_dir: Path, manifest: Manifest) -> list[np.ndarray]:

@@ -22,6 +22,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench import summarize
 from bench.common import (
     GATEWAY_ID,
     TOPIC,
@@ -30,7 +31,6 @@ from bench.common import (
     dataset,
     flush,
     publisher,
-    spread,
     start_gateway,
 )
 from edge_lstm.local_broker import LocalBroker
@@ -75,15 +75,15 @@ def _point(runs_dir: Path, quick: bool, devices: int) -> dict[str, Any]:
         "rate_hz_per_device": RATE_HZ,
         "payload": "binary, one reading per message",
         "seconds_per_round": seconds,
-        "windows_per_round": spread([float(x["windows"]) for x in results]),
+        "windows_per_round": summarize([float(x["windows"]) for x in results]),
         "missing_windows": [x["missing"] for x in results],
-        "reading_to_result_ms": {k: spread([x["alert"][k] for x in results]) for k in KEYS},
-        "bare_hop_ms": {k: spread([x["bare"][k] for x in results]) for k in KEYS},
-        "ratio_p99_result_to_bare_hop": spread(
+        "reading_to_result_ms": {k: summarize([x["alert"][k] for x in results]) for k in KEYS},
+        "bare_hop_ms": {k: summarize([x["bare"][k] for x in results]) for k in KEYS},
+        "ratio_p99_result_to_bare_hop": summarize(
             [x["alert"]["p99"] / x["bare"]["p99"] for x in results]
         ),
         "runtime_stage_ms_p99": results[-1]["stages"],
-        "publisher_msgs_per_s": spread([x["published_per_s"] for x in results]),
+        "publisher_msgs_per_s": summarize([x["published_per_s"] for x in results]),
     }
 
 

@@ -9,13 +9,13 @@ figures from the same round; the report gives median/min/max over rounds.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench import summarize
 from converters.parity import StepGraph, ort_session, step_call, window_call
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.latency import measure_latency
@@ -27,10 +27,6 @@ PRECISIONS = ("fp32", "int8-dynamic", "int8-static")
 
 def _artifact(graph: str, precision: str) -> str:
     return graph if precision == "fp32" else f"{graph}.{precision}"
-
-
-def _spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def _callables(
@@ -119,13 +115,13 @@ def _comparisons(samples: Samples, precisions: list[str]) -> tuple[dict, dict]:
     """(step vs window per precision, int8 vs fp32 per int8 precision), ratios within rounds."""
 
     def ratio(a: tuple[str, str, int], b: tuple[str, str, int]) -> dict[str, float]:
-        return _spread([x / y for x, y in zip(samples[a], samples[b], strict=True)])
+        return summarize([x / y for x, y in zip(samples[a], samples[b], strict=True)])
 
     step_vs_window = {
         p: {
             f"b{b}": {
-                "window_ms": _spread(samples[(p, "window", b)]),
-                "step_ms": _spread(samples[(p, "step", b)]),
+                "window_ms": summarize(samples[(p, "window", b)]),
+                "step_ms": summarize(samples[(p, "step", b)]),
                 "window_over_step": ratio((p, "window", b), (p, "step", b)),
             }
             for b in BATCHES
@@ -136,8 +132,8 @@ def _comparisons(samples: Samples, precisions: list[str]) -> tuple[dict, dict]:
         p: {
             g: {
                 f"b{b}": {
-                    "fp32_ms": _spread(samples[("fp32", g, b)]),
-                    "int8_ms": _spread(samples[(p, g, b)]),
+                    "fp32_ms": summarize(samples[("fp32", g, b)]),
+                    "int8_ms": summarize(samples[(p, g, b)]),
                     "int8_over_fp32": ratio((p, g, b), ("fp32", g, b)),
                 }
                 for b in BATCHES

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import summarize
 from bench.common import (
     REPO,
     TOPIC,
@@ -31,7 +32,6 @@ from bench.common import (
     dataset,
     flush,
     publisher,
-    spread,
     start_gateway,
 )
 from edge_lstm.local_broker import LocalBroker
@@ -85,7 +85,7 @@ def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
                 counters = gateway.recorder.latest_stats()["counters"]
             finally:
                 gateway.stop()
-            out[fmt] = {name: spread(samples[key]) for name, key in FIGURES.items()}
+            out[fmt] = {name: summarize(samples[key]) for name, key in FIGURES.items()}
             out[fmt]["runtime_drops"] = {
                 k: v for k, v in counters.items() if k.startswith(("dropped_", "invalid_"))
             }

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import dataset, spread
+from bench import summarize
+from bench.common import dataset
 from runtime.backends.base import open_backend
 from runtime.manifest import Manifest
 from runtime.parse import Readings
@@ -83,9 +84,9 @@ def _closes(
         recompute_ms.append((t3 - t2) * 1000)
         ratios.append((t3 - t2) / (t1 - t0))
     return {
-        "streaming_round_ms": spread(stream_ms),
-        "recompute_window_ms": spread(recompute_ms),
-        "ratio_recompute_to_streaming": spread(ratios),
+        "streaming_round_ms": summarize(stream_ms),
+        "recompute_window_ms": summarize(recompute_ms),
+        "ratio_recompute_to_streaming": summarize(ratios),
         "closes": len(stream_ms),
     }
 
