@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edge_lstm.plotting import pyplot, save_figure
+
 
 def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Macro-F1 against batch-1 latency (log x), bubble area proportional to size on disk.
@@ -12,11 +14,7 @@ def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     `rows` are comparison-table rows (model, runtime, precision, macro_f1, size_bytes,
     latency_ms_b1); rows without a latency are left out.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [r for r in rows if r.get("latency_ms_b1")]
     if not rows:
         raise ValueError("no row has a batch-1 latency to plot")
@@ -42,9 +40,4 @@ def tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left", markerscale=0.4, framealpha=0.8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

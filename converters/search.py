@@ -21,7 +21,7 @@ from edge_lstm.config import Config, StudentConfig, TrainConfig
 from edge_lstm.data import PreparedData
 from edge_lstm.latency import torch_window_latency
 from edge_lstm.models import count_parameters
-from edge_lstm.plotting import pyplot
+from edge_lstm.plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,7 @@ def _plot(candidates: list[Candidate], target_f1: float | None, path: Path) -> P
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _markdown(candidates: list[Candidate], target_f1: float | None, pick: Candidate | None) -> str:

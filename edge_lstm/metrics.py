@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.errors import EdgeLstmError
-from edge_lstm.plotting import pyplot
+from edge_lstm.plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +185,4 @@ def plot_confusion(
             if cm[i, j]:
                 colour = "white" if norm[i, j] > 0.5 else "black"
                 ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", color=colour, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from edge_lstm.commands.options import runs_dir_option
 from edge_lstm.errors import EdgeLstmError
+from edge_lstm.options import runs_dir_option
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 

@@ -23,6 +23,7 @@ import click
 
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.local_broker import LocalBroker
+from edge_lstm.options import runs_dir_option
 from edge_lstm.reporting.gateway_harness import Gateway, Recorder, example_config
 from edge_lstm.reporting.recordings import gateway_latency, read_jsonl
 from runtime.errors import EdgeRuntimeError
@@ -197,14 +198,7 @@ def _print_summary(summary: dict[str, Any], live: Path) -> None:
 
 
 @click.command()
-@click.option(
-    "--runs",
-    "runs_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs/demo"),
-    show_default=True,
-    help="Runs folder written by `make demo`.",
-)
+@runs_dir_option
 @click.option(
     "--config",
     "config_path",

@@ -50,6 +50,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_lstm.config import read_yaml
 from edge_lstm.errors import EdgeLstmError
 from runtime.mqtt import set_nodelay
 
@@ -101,7 +102,7 @@ def python_env(*first: Path) -> dict[str, str]:
 
 def example_config() -> dict[str, Any]:
     """configs/gateway.yaml, parsed: a `base` for `write_gateway_config`."""
-    return yaml.safe_load(GATEWAY_EXAMPLE.read_text())
+    return read_yaml(GATEWAY_EXAMPLE)
 
 
 def _merge(raw: dict[str, Any], sections: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_lstm.plotting import pyplot
+from edge_lstm.plotting import pyplot, save_figure
 
 
 def plot_delays(table: list[dict[str, Any]], path: Path) -> Path:
@@ -33,10 +33,7 @@ def plot_delays(table: list[dict[str, Any]], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("seconds from fault onset to the first correct alert (sensor time)")
     ax.set_title("Detection delay per fault class (median, min–max)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_latency(latency: dict[str, dict[str, float] | None], path: Path) -> Path:
@@ -53,7 +50,4 @@ def plot_latency(latency: dict[str, dict[str, float] | None], path: Path) -> Pat
     ax.set_ylabel("milliseconds")
     ax.set_title("Gateway latency per stage (live demo)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

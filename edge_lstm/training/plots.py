@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_lstm.plotting import pyplot
+from edge_lstm.plotting import pyplot, save_figure
 
 
 def plot_history(history: list[dict], path: Path, title: str = "training") -> Path:
@@ -32,7 +32,4 @@ def plot_history(history: list[dict], path: Path, title: str = "training") -> Pa
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

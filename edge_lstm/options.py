@@ -1,4 +1,5 @@
-"""Click options shared by several commands, so their names, defaults and help agree."""
+"""Click options shared by several commands and the demo's live stage, so their names, defaults
+and help agree."""
 
 from __future__ import annotations
 
