@@ -1,2 +1,2 @@
-"""The converter pipeline: teacher → distilled student → ONNX → int8 → TensorRT, and the
-evaluation and demo report of those artifacts (the training side's bridge to `runtime/`)."""
+"""The converter pipeline: teacher → distilled student → ONNX → int8 → TensorRT, each stage a
+target of `converters.targets` (the training side's bridge to `runtime/`)."""
