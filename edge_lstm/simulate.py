@@ -245,6 +245,9 @@ def _apply_fault(
 
     `spread` [F] is each channel's std over the healthy fleet: a drifting sensor settles 3-6 of
     these away from the true value within a few windows, still inside its live range.
+
+    Longer than our usual function on purpose: one short branch per fault class, kept in one
+    place so the signatures can be read and compared side by side.
     """
     r, length, _ = x.shape
     on = after.astype(float)

@@ -170,6 +170,36 @@ def _check_no_missing(frame: pd.DataFrame, column: str, what: str, path: Path) -
         )
 
 
+def _finite_rows(values: pd.DataFrame, ts: pd.Series, cfg: Config, path: Path) -> np.ndarray:
+    """Rows whose sensors and timestamp are finite; the others are an error or dropped
+    (data.nan_policy)."""
+    finite = np.isfinite(values.to_numpy()).all(axis=1) & np.isfinite(ts.to_numpy())
+    n_bad = int((~finite).sum())
+    if n_bad:
+        first = int(np.flatnonzero(~finite)[0])
+        if cfg.data.nan_policy == "error":
+            raise DataError(
+                f"{path}: {n_bad} row(s) have NaN/Inf or empty sensor or timestamp values, first "
+                f"at row {first}; clean the file or set data.nan_policy: drop in {cfg.source}"
+            )
+        log.warning("%s: dropped %d of %d rows with NaN/Inf values", path, n_bad, len(values))
+    return finite
+
+
+def _normal_class(cfg: Config, present: np.ndarray, integer: bool, path: Path) -> str:
+    """The no-fault label: data.normal_class, or "0" for integer labels when not set."""
+    normal = cfg.data.normal_class
+    if integer and "normal_class" not in cfg.data.model_fields_set:
+        normal = "0"
+    if normal not in set(present):
+        found = sorted(set(present))
+        raise DataError(
+            f"data.normal_class in {cfg.source}: {normal!r} is not among the labels in {path} "
+            f"(found {_listing(found)}); set it to the label of the no-fault class"
+        )
+    return normal
+
+
 def load_readings(cfg: Config, path: Path | None = None) -> Readings:
     """Loads and validates the sensor logs at `path` (default cfg.data.path)."""
     data = cfg.data
@@ -193,16 +223,7 @@ def load_readings(cfg: Config, path: Path | None = None) -> Readings:
 
     values = pd.DataFrame({name: _numeric_column(raw, name, path) for name in features})
     ts = _timestamps(raw, data.timestamp_column, path)
-    finite = np.isfinite(values.to_numpy()).all(axis=1) & np.isfinite(ts.to_numpy())
-    n_bad = int((~finite).sum())
-    if n_bad:
-        first = int(np.flatnonzero(~finite)[0])
-        if data.nan_policy == "error":
-            raise DataError(
-                f"{path}: {n_bad} row(s) have NaN/Inf or empty sensor or timestamp values, first "
-                f"at row {first}; clean the file or set data.nan_policy: drop in {cfg.source}"
-            )
-        log.warning("%s: dropped %d of %d rows with NaN/Inf values", path, n_bad, len(raw))
+    finite = _finite_rows(values, ts, cfg, path)
     labels, integer = _labels(raw[data.label_column])
     frame = pd.DataFrame(
         {
@@ -215,16 +236,8 @@ def load_readings(cfg: Config, path: Path | None = None) -> Readings:
     if frame.empty:
         raise DataError(f"{path}: no readings left to use")
 
-    normal = data.normal_class
-    if integer and "normal_class" not in data.model_fields_set:
-        normal = "0"
     present = frame[data.label_column].to_numpy()
-    if normal not in set(present):
-        found = sorted(set(present))
-        raise DataError(
-            f"data.normal_class in {cfg.source}: {normal!r} is not among the labels in {path} "
-            f"(found {_listing(found)}); set it to the label of the no-fault class"
-        )
+    normal = _normal_class(cfg, present, integer, path)
 
     codes, _ = pd.factorize(frame[data.run_column])
     frame = frame.iloc[np.argsort(codes, kind="stable")].reset_index(drop=True)
