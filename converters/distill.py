@@ -5,6 +5,10 @@ batched) and cached; the student then trains with the shared `fit` loop and the 
 hard-label student of the same architecture, seed and budget is the control that shows what
 distillation adds, and the comparison table puts teacher, KD student and hard-label student
 side by side on the test split.
+
+Under `torchrun` (see the README, "Train on GPUs") every rank trains every student in step
+with the others; rank 0 alone computes the teacher's logits (or reads their cache), times the
+models and writes every file, and hands the logits to the other ranks (`share_from_main`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ from converters.comparison import (
 from converters.errors import ConverterError
 from converters.outcome import Outcome
 from converters.search import SEARCH_REPORT, search_students
-from converters.students import StudentRun, student_name, train_student
+from converters.students import (
+    StudentRun,
+    main_rank_only,
+    share_from_main,
+    student_name,
+    train_student,
+)
 from edge_lstm.checkpoint import (
     WEIGHTS_FILE,
     LoadedCheckpoint,
@@ -44,7 +54,8 @@ from edge_lstm.data.normalization import Normalization
 from edge_lstm.latency import torch_window_latency
 from edge_lstm.metrics import compute_metrics, headline, softmax
 from edge_lstm.models import count_parameters
-from edge_lstm.training import plot_history, predict_logits
+from edge_lstm.training import STATE_FILE, plot_history, predict_logits, remove_train_state
+from edge_lstm.training.distributed import is_main_process, setup_distributed
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +88,9 @@ def load_teacher(teacher_dir: Path, prepared: PreparedData) -> LoadedCheckpoint:
             f"{prepared.train.x.shape[1]}; use the teacher's data.window"
         )
     trained_on = Normalization.from_dict(meta.normalization)
-    if meta.features != prepared.features or not np.allclose(
-        trained_on.mean, prepared.normalization.mean, rtol=1e-4, atol=1e-4
+    if is_main_process() and (
+        meta.features != prepared.features
+        or not np.allclose(trained_on.mean, prepared.normalization.mean, rtol=1e-4, atol=1e-4)
     ):
         log.warning(
             "%s was trained on other data or another split (its normalization differs from "
@@ -108,7 +120,19 @@ def _teacher_logits_now(
 def teacher_soft_targets(
     teacher: LoadedCheckpoint, prepared: PreparedData, out_dir: Path, cache: bool
 ) -> np.ndarray:
-    """Teacher logits on the train windows, reused from out_dir when weights and data match."""
+    """Teacher logits on the train windows, reused from out_dir when weights and data match.
+
+    Under torchrun rank 0 computes them (or reads its cache) and writes the cache; every
+    other rank waits for rank 0's array and receives it, without touching out_dir.
+    """
+    logits = _soft_targets_here(teacher, prepared, out_dir, cache) if is_main_process() else None
+    return share_from_main(logits, (len(prepared.train.x), len(prepared.classes)))
+
+
+def _soft_targets_here(
+    teacher: LoadedCheckpoint, prepared: PreparedData, out_dir: Path, cache: bool
+) -> np.ndarray:
+    """`teacher_soft_targets` in this process: the cache in out_dir, or computed and cached."""
     x = prepared.train.x
     digest = hashlib.sha256()
     digest.update((teacher.path / WEIGHTS_FILE).read_bytes())
@@ -159,6 +183,7 @@ def _save_student(
             "best_val_loss": run.result.best_val_loss,
             "epochs_run": len(run.result.history),
             "stop_reason": run.result.stop_reason,
+            "resumed_after_epoch": run.result.resumed_after_epoch,
             "train_seconds": run.result.seconds,
             "history": run.result.history,
         },
@@ -203,14 +228,17 @@ def _train_kd_student(
     teacher: LoadedCheckpoint,
     soft: np.ndarray,
     out_dir: Path,
-) -> ComparisonRow:
-    """Trains and saves the KD student of the config into out_dir; returns its table row."""
+    resume: bool = False,
+) -> ComparisonRow | None:
+    """Trains the KD student of the config; rank 0 saves it into out_dir and returns its table
+    row (None on the other ranks)."""
     dcfg, name = cfg.distill, student_name(cfg.student)
-    log.info(
-        "distilling %s (%d params) into %s: T=%g alpha=%g, %d train windows",
-        teacher.meta.name, teacher.meta.n_parameters, name, dcfg.temperature, dcfg.alpha,
-        len(prepared.train.y),
-    )  # fmt: skip
+    if is_main_process():
+        log.info(
+            "distilling %s (%d params) into %s: T=%g alpha=%g, %d train windows",
+            teacher.meta.name, teacher.meta.n_parameters, name, dcfg.temperature, dcfg.alpha,
+            len(prepared.train.y),
+        )  # fmt: skip
     kd = train_student(
         prepared,
         cfg.student,
@@ -220,6 +248,8 @@ def _train_kd_student(
         temperature=dcfg.temperature,
         alpha=dcfg.alpha,
         desc="distill",
+        state_path=out_dir / STATE_FILE,
+        resume=resume,
     )
     kd_info = {
         "loss": "kd",
@@ -228,20 +258,38 @@ def _train_kd_student(
         "teacher": str(teacher.path.resolve()),
         "teacher_version": teacher.meta.version,
     }
-    _save_student(kd, cfg, prepared, out_dir, name, kd_info)
     notes = f"distilled (T={dcfg.temperature:g}, α={dcfg.alpha:g})"
-    return torch_row(name, kd.model, out_dir, kd.test, _shape(cfg, prepared), notes)
+
+    def save() -> ComparisonRow:
+        _save_student(kd, cfg, prepared, out_dir, name, kd_info)
+        return torch_row(name, kd.model, out_dir, kd.test, _shape(cfg, prepared), notes)
+
+    return main_rank_only(save)
 
 
-def _train_baseline(cfg: Config, prepared: PreparedData, out_dir: Path) -> ComparisonRow:
-    """The same student on hard labels only, saved into out_dir/baseline; returns its row."""
+def _train_baseline(
+    cfg: Config, prepared: PreparedData, out_dir: Path, resume: bool = False
+) -> ComparisonRow | None:
+    """The same student on hard labels only; rank 0 saves it into out_dir/baseline and returns
+    its row (None on the other ranks)."""
+    folder = out_dir / BASELINE_DIR
     hard = train_student(
-        prepared, cfg.student, cfg.distill.train, cfg.data.class_balance, desc="hard labels"
+        prepared,
+        cfg.student,
+        cfg.distill.train,
+        cfg.data.class_balance,
+        desc="hard labels",
+        state_path=folder / STATE_FILE,
+        resume=resume,
     )
     name = f"{student_name(cfg.student)}-hard"
-    _save_student(hard, cfg, prepared, out_dir / BASELINE_DIR, name, {"loss": "ce"})
-    shape = _shape(cfg, prepared)
-    return torch_row(name, hard.model, out_dir / BASELINE_DIR, hard.test, shape, "hard labels only")
+
+    def save() -> ComparisonRow:
+        _save_student(hard, cfg, prepared, folder, name, {"loss": "ce"})
+        shape = _shape(cfg, prepared)
+        return torch_row(name, hard.model, folder, hard.test, shape, "hard labels only")
+
+    return main_rank_only(save)
 
 
 def _teacher_row(teacher: LoadedCheckpoint, prepared: PreparedData, window: int) -> ComparisonRow:
@@ -268,30 +316,42 @@ def distill(
     *,
     baseline: bool = True,
     search: bool = False,
+    resume: bool = False,
 ) -> Path:
     """Writes the KD student (out_dir), the hard-label baseline (out_dir/baseline) and the table.
 
     Returns out_dir; the table is out_dir/comparison.json and comparison.md, the student search
     (`search=True`) goes to out_dir/search/.
+
+    Under torchrun every rank calls this and trains every student; only rank 0 writes, and
+    every rank returns once rank 0 has written everything. The KD and hard-label students save
+    their training state every epoch; `resume` continues an interrupted run from it (the
+    search's short candidates start over).
     """
     out_dir = Path(out_dir)
+    setup_distributed()  # joins torchrun's process group (if any) before the first broadcast
     prepared = prepare_data(cfg)
     teacher = load_teacher(Path(teacher_dir), prepared)
     soft = teacher_soft_targets(teacher, prepared, out_dir, cfg.distill.cache_teacher_logits)
-    rows = [
-        _teacher_row(teacher, prepared, cfg.data.window),
-        _train_kd_student(cfg, prepared, teacher, soft, out_dir),
-    ]
-    roles = {"teacher": rows[0].model, "student": rows[1].model}
+    teacher_row = main_rank_only(lambda: _teacher_row(teacher, prepared, cfg.data.window))
+    rows = [teacher_row, _train_kd_student(cfg, prepared, teacher, soft, out_dir, resume)]
     if baseline:
-        rows.append(_train_baseline(cfg, prepared, out_dir))
-        roles["baseline"] = rows[2].model
-    reset_comparison(out_dir / COMPARISON_FILE)
-    update_comparison(out_dir / COMPARISON_FILE, rows, roles)
+        rows.append(_train_baseline(cfg, prepared, out_dir, resume))
+    main_rank_only(lambda: _write_comparison(out_dir / COMPARISON_FILE, rows))
+    states = (out_dir / STATE_FILE, out_dir / BASELINE_DIR / STATE_FILE)
+    main_rank_only(lambda: [remove_train_state(state) for state in states])
     if search:
-        teacher_f1 = _teacher_val_f1(teacher, prepared)
+        teacher_f1 = main_rank_only(lambda: _teacher_val_f1(teacher, prepared))
         search_students(cfg, prepared, soft, out_dir / SEARCH_DIR, teacher_val_f1=teacher_f1)
     return out_dir
+
+
+def _write_comparison(json_path: Path, rows: list[ComparisonRow | None]) -> None:
+    """A fresh table of the teacher, the KD student and (when trained) the hard-label one."""
+    present = [r for r in rows if r is not None]
+    roles = dict(zip(("teacher", "student", "baseline"), (r.model for r in present), strict=False))
+    reset_comparison(json_path)
+    update_comparison(json_path, present, roles)
 
 
 def _teacher_val_f1(teacher: LoadedCheckpoint, prepared: PreparedData) -> float | None:
@@ -302,14 +362,30 @@ def _teacher_val_f1(teacher: LoadedCheckpoint, prepared: PreparedData) -> float 
 
 
 def run_distill(
-    config_path: Path, teacher_dir: Path, out_dir: Path, *, baseline: bool | None, search: bool
+    config_path: Path,
+    teacher_dir: Path,
+    out_dir: Path,
+    *,
+    baseline: bool | None,
+    search: bool,
+    resume: bool = False,
 ) -> Outcome:
     """`edgelstm distill`: `distill` with the config at `config_path` (`baseline` None means
-    distill.baseline), timed, with the comparison table to print."""
+    distill.baseline), timed, with the comparison table to print.
+
+    Under torchrun a rank other than 0 returns an outcome that lists no files (it wrote none)
+    and whose summary says so in one line.
+    """
     started = time.perf_counter()
     cfg = load_config(config_path)
     with_baseline = cfg.distill.baseline if baseline is None else baseline
-    out = distill(cfg, teacher_dir, out_dir, baseline=with_baseline, search=search)
+    out = distill(
+        cfg, teacher_dir, out_dir, baseline=with_baseline, search=search, resume=resume
+    )
+    if not is_main_process():
+        return _OtherRank(
+            folder=out, files=[], next="", result=out, seconds=time.perf_counter() - started
+        )
     files = [WEIGHTS_FILE, COMPARISON_FILE, Path(COMPARISON_FILE).with_suffix(".md").name]
     if with_baseline:
         files.append(f"{BASELINE_DIR}/{WEIGHTS_FILE}")
@@ -323,3 +399,14 @@ def run_distill(
         result=out,
         seconds=time.perf_counter() - started,
     )
+
+
+class _OtherRank(Outcome):
+    """The outcome on a torchrun rank other than 0: it trained, rank 0 wrote the files."""
+
+    def summary(self) -> str:
+        ctx = setup_distributed()
+        return (
+            f"rank {ctx.rank} of {ctx.world_size}: trained in step with rank 0, "
+            f"which wrote {self.folder}"
+        )

@@ -3,6 +3,9 @@
 Each candidate is distilled with a short budget (a third of the configured epochs and time),
 scored on the validation split (selection) and the test split (report), and timed with torch
 on one thread at batch 1. A user picks the smallest student that meets their accuracy target.
+
+Under `torchrun` every rank trains every candidate in step; rank 0 alone times them and writes
+search.json, search.md and pareto.png (the other ranks' candidates carry NaN latencies).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.students import student_name, train_student
+from converters.students import main_rank_only, student_name, train_student
 from edge_lstm.config import Config, StudentConfig, TrainConfig
 from edge_lstm.data import PreparedData
 from edge_lstm.latency import torch_window_latency
 from edge_lstm.models import count_parameters
 from edge_lstm.plotting import pyplot, save_figure
+from edge_lstm.training.distributed import is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +166,13 @@ def _candidate(
         desc=desc,
     )
     window, n_features = cfg.data.window, len(prepared.features)
-    latency = {b: torch_window_latency(run.model, n_features, window, b) for b in (1, 256)}
+
+    def timed() -> dict[int, float]:
+        return {
+            b: torch_window_latency(run.model, n_features, window, b)["median_ms"] for b in (1, 256)
+        }
+
+    latency = main_rank_only(timed) or {1: math.nan, 256: math.nan}
     return Candidate(
         name=student_name(student_cfg),
         cell=student_cfg.cell,
@@ -172,8 +182,8 @@ def _candidate(
         val_macro_f1=run.val.get("macro_f1", float("nan")),
         test_macro_f1=run.test["macro_f1"],
         test_accuracy=run.test["accuracy"],
-        latency_ms_b1=latency[1]["median_ms"],
-        latency_ms_b256=latency[256]["median_ms"],
+        latency_ms_b1=latency[1],
+        latency_ms_b256=latency[256],
         train_seconds=run.result.seconds,
     )
 
@@ -185,6 +195,7 @@ def _write_report(
     teacher_val_f1: float | None,
 ) -> None:
     """Marks the Pareto front; writes search.json, search.md and pareto.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     front = {c.name for c in pareto_front(candidates)}
     for c in candidates:
         c.pareto = c.name in front
@@ -211,10 +222,13 @@ def search_students(
     teacher_val_f1: float | None = None,
     grid: dict[str, tuple] | None = None,
 ) -> list[Candidate]:
-    """Distills every grid point; writes search.json, search.md and pareto.png into out_dir."""
+    """Distills every grid point; writes search.json, search.md and pareto.png into out_dir.
+
+    Under torchrun every rank returns the candidates, rank 0's with latencies; only rank 0
+    writes, and every rank returns once it has.
+    """
     grid = grid or GRID
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     budget = short_budget(cfg.distill.train)
     points = list(itertools.product(grid["cell"], grid["layers"], grid["hidden_size"]))
     candidates: list[Candidate] = []
@@ -225,8 +239,10 @@ def search_students(
         desc = f"search {i}/{len(points)} {student_name(student_cfg)}"
         c = _candidate(cfg, prepared, soft_targets, student_cfg, budget, desc)
         candidates.append(c)
-        log.info(
-            "search %s: val macro-F1 %.4f, %.3f ms at b1", c.name, c.val_macro_f1, c.latency_ms_b1
-        )
-    _write_report(out_dir, candidates, budget, teacher_val_f1)
+        if is_main_process():
+            log.info(
+                "search %s: val macro-F1 %.4f, %.3f ms at b1",
+                c.name, c.val_macro_f1, c.latency_ms_b1,
+            )  # fmt: skip
+    main_rank_only(lambda: _write_report(out_dir, candidates, budget, teacher_val_f1))
     return candidates

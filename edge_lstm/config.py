@@ -77,11 +77,32 @@ class StudentConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Optimiser, schedule and stopping rules shared by teacher and student."""
+    """Optimiser, schedule, precision and stopping rules shared by teacher and student.
+
+    `epochs` and `patience` decide how long a run trains, so two runs with the same seed train
+    the same epochs on any machine; `max_minutes` is an optional wall-clock safety net (off by
+    default) and a run it cuts says so (`stop_reason: "time budget"`).
+
+    `batch_size` is per process: under torchrun the global batch is batch_size × WORLD_SIZE.
+    `lr` is the learning rate of one process; `lr_scaling` says how `fit` rescales it for the
+    larger global batch: `none` (default: the configured lr whatever the world size, so a
+    config means the same optimiser everywhere), `linear` (lr × WORLD_SIZE, Goyal et al.) or
+    `sqrt` (lr × √WORLD_SIZE, the rule usually suggested for Adam-type optimisers).
+
+    `precision`: `fp32` (default); `bf16` autocasts forward and loss to bfloat16 on CPU or
+    CUDA; `fp16` autocasts to float16 with a GradScaler, on CUDA only. Weights, optimiser state,
+    validation and the saved model stay fp32 in every mode.
+    """
 
     epochs: int = Field(30, ge=1, le=10_000)
-    batch_size: int = Field(128, ge=1, le=65_536)
+    batch_size: int = Field(128, ge=1, le=65_536, description="per process (see lr_scaling)")
     lr: float = Field(2e-3, gt=0, lt=1)
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="lr rescaling for the global batch under torchrun (× world size)"
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast dtype of the forward pass; fp16 needs CUDA"
+    )
     weight_decay: float = Field(1e-4, ge=0, lt=1)
     schedule: Literal["plateau", "cosine"] = "plateau"
     patience: int = Field(5, ge=1)
@@ -90,7 +111,9 @@ class TrainConfig(_Strict):
         0.0, ge=0, lt=1, description="hard-label loss only; keeps validation loss honest"
     )
     seed: int = 0
-    max_minutes: float | None = Field(None, gt=0, description="wall-clock budget")
+    max_minutes: float | None = Field(
+        None, gt=0, description="wall-clock safety net (null = off); epochs decide a run"
+    )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads")
 
 

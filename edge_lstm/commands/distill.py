@@ -39,18 +39,41 @@ import click
     is_flag=True,
     help="Also try a grid of student sizes and report the accuracy-latency Pareto front.",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue interrupted student training from the train_state.pt files in OUT; "
+    "without them, start from epoch 1.",
+)
 def distill(
-    teacher_dir: Path, config_path: Path, out_dir: Path, baseline: bool | None, search: bool
+    teacher_dir: Path,
+    config_path: Path,
+    out_dir: Path,
+    baseline: bool | None,
+    search: bool,
+    resume: bool,
 ) -> None:
     """Distill the teacher into the student of the config (Hinton et al. KD loss).
 
     Writes the student checkpoint into OUT (model.pt, model.json, metrics.json,
     training_curve.png), the hard-label student into OUT/baseline/, and the comparison table of
     teacher and students on the test split to OUT/comparison.json and OUT/comparison.md.
+
+    Several GPUs (NCCL) or CPU processes (gloo): launch it with torchrun, e.g.
+
+    \b
+      torchrun --standalone --nproc_per_node 4 .venv/bin/edgelstm distill ...
+
+    It then trains every student (--search included) with DistributedDataParallel.
+    distill.train.batch_size is per process. Only rank 0 writes OUT (the teacher-logits
+    cache included) and times the models; it sends the teacher's logits to the other ranks,
+    so nodes need no shared disk. Details: README.md, "Train on GPUs".
     """
     from converters.distill import run_distill
 
-    done = run_distill(config_path, teacher_dir, out_dir, baseline=baseline, search=search)
+    done = run_distill(
+        config_path, teacher_dir, out_dir, baseline=baseline, search=search, resume=resume
+    )
     for line in done.details:
         click.echo(line)
     click.echo(done.summary())

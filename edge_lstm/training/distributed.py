@@ -68,3 +68,20 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
         values = values.to(ctx.device)
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values.cpu()
+
+
+def broadcast_from_main(obj: object, ctx: DistContext) -> object:
+    """Rank 0's `obj` on every rank (pickled through torch.distributed; identity in a single
+    process), so the other ranks need no file rank 0 reads (several nodes, no shared disk)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0, device=ctx.device if ctx.device.type == "cuda" else None)
+    return box[0]
+
+
+def any_rank(flag: bool, ctx: DistContext) -> bool:
+    """True on every rank when `flag` is true on at least one (the flag itself in one process)."""
+    if not ctx.distributed:
+        return flag
+    return bool(all_reduce_sum(torch.tensor([float(flag)]), ctx).item() > 0)

@@ -1,16 +1,20 @@
 """`fit`: the one training loop for teacher and student (plain, weighted or distillation loss).
 
 AdamW, plateau or cosine schedule, gradient clipping, early stopping on validation loss with
-the best weights restored, a wall-clock budget, seeded data order, AMP on CUDA and DDP under
-torchrun.
+the best weights restored, seeded data order, mixed precision (`train.precision`), DDP under
+torchrun with the learning rate rescaled as `train.lr_scaling` says, an optional wall-clock
+safety net (`train.max_minutes`), and a training-state file after every epoch from which an
+interrupted run resumes (`edge_lstm.training.state`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,8 +34,15 @@ from torch.utils.data import (
 from tqdm import tqdm
 
 from edge_lstm.config import TrainConfig
-from edge_lstm.errors import EdgeLstmError
-from edge_lstm.training.distributed import DistContext, all_reduce_sum, setup_distributed
+from edge_lstm.errors import ConfigError, EdgeLstmError
+from edge_lstm.training import state as train_state
+from edge_lstm.training.distributed import (
+    DistContext,
+    all_reduce_sum,
+    any_rank,
+    broadcast_from_main,
+    setup_distributed,
+)
 from edge_lstm.training.predict import predict_logits
 from edge_lstm.training.seeding import seed_everything
 
@@ -48,8 +59,13 @@ class TrainResult:
     best_epoch: int
     best_val_loss: float
     history: list[dict]  # per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds
-    seconds: float
+    seconds: float  # training time, summed over resumed processes
     stop_reason: str = "epochs"  # "epochs" | "patience" | "time budget"
+    resumed_after_epoch: int = 0  # epochs restored from the state file (0: a fresh start)
+    world_size: int = 1
+    global_batch_size: int = 0  # batch_size × world_size
+    lr: float = 0.0  # the initial learning rate used: train.lr after train.lr_scaling
+    precision: str = "fp32"
 
 
 @dataclass
@@ -61,11 +77,14 @@ class _Training:
     loader: DataLoader
     sampler: Sampler
     criterion: LossFn
+    generator: torch.Generator | None  # the data order's generator (None: DistributedSampler)
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
+    autocast: torch.dtype | None  # train.precision's dtype, None for fp32
     weights: Tensor | None  # class weights of the validation loss (and the default loss)
     ctx: DistContext
+    lr: float  # initial learning rate after lr_scaling
 
 
 @dataclass
@@ -73,6 +92,58 @@ class _Best:
     loss: float
     epoch: int
     state: dict[str, Tensor]
+
+
+@dataclass
+class _Progress:
+    """Where a run stands after its last completed epoch: what the state file stores."""
+
+    best: _Best
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    elapsed_s: float = 0.0  # training seconds of earlier processes (resumed runs)
+    stop_reason: str = "epochs"
+    finished: bool = False
+    resumed_after_epoch: int = 0
+
+
+def scaled_lr(lr: float, scaling: str, world_size: int) -> float:
+    """`train.lr` for a global batch of batch_size × world_size: `none` keeps it, `linear`
+    multiplies it by world_size, `sqrt` by √world_size (1 process: always unchanged)."""
+    factors = {"none": 1.0, "linear": float(world_size), "sqrt": math.sqrt(world_size)}
+    if scaling not in factors:
+        raise ConfigError(f"train.lr_scaling: {scaling!r} is not one of none, linear, sqrt")
+    return lr * factors[scaling]
+
+
+def default_device_type() -> str:
+    """The device `fit` trains on: CUDA where available (each rank's own GPU), else CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def autocast_dtype(precision: str, device_type: str | None = None) -> torch.dtype | None:
+    """train.precision → the autocast dtype on `device_type` (None for fp32).
+
+    Raises ConfigError for fp16 off CUDA (CPU autocast has no float16 recipe: use bf16) and
+    for bf16 on a GPU without bfloat16 support.
+    """
+    device_type = device_type or default_device_type()
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device_type != "cuda":
+            raise ConfigError(
+                f"train.precision: fp16 needs a CUDA GPU and this run trains on {device_type}; "
+                "use bf16 (bfloat16 autocast works on CPU) or fp32"
+            )
+        return torch.float16
+    if precision == "bf16":
+        if device_type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(
+                "train.precision: bf16 is not supported by this GPU; use fp16 or fp32"
+            )
+        return torch.bfloat16
+    raise ConfigError(f"train.precision: {precision!r} is not one of fp32, bf16, fp16")
 
 
 def fit(
@@ -86,6 +157,9 @@ def fit(
     balanced_sampler: bool = False,
     soft_targets: np.ndarray | None = None,
     desc: str = "train",
+    state_path: Path | None = None,
+    resume: bool = False,
+    state_key: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Trains `model` in place and leaves it holding its best-validation-loss weights.
 
@@ -93,40 +167,169 @@ def fit(
     `soft_targets[N, ...]` rows travel with the train windows into `soft_batch`. Validation
     loss, which drives the schedule and early stopping, is always the cross-entropy (weighted
     by `class_weights` when given), so runs with different training losses stop comparably.
+
+    `cfg.epochs` and `cfg.patience` decide when a run stops; `cfg.max_minutes` (off unless
+    set) only cuts a run short, and the result says so (`stop_reason == "time budget"`).
+    `cfg.batch_size` is per process; under torchrun the initial learning rate is
+    `scaled_lr(cfg.lr, cfg.lr_scaling, world_size)` (default `none`: unchanged).
+    `cfg.precision` picks the autocast dtype (`autocast_dtype`); weights stay fp32.
+
+    With `state_path`, rank 0 rewrites the training state there after every epoch
+    (`edge_lstm.training.state`); the file is kept when `fit` returns, marked finished, and
+    the caller removes it (`remove_train_state`) once its own outputs are written. With
+    `resume=True` a state found there is checked against this run (train config, model
+    architecture, data, world size and the caller's JSON-able `state_key`) and the run goes on
+    after its last epoch, bit for bit as if uninterrupted on the same machine; without a file
+    it starts from epoch 1 and logs one line saying so.
     """
     _check_fit_inputs(train, soft_targets)
+    if resume and state_path is None:
+        raise ValueError("fit(resume=True) needs the state_path to resume from")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     run = _set_up(model, train, cfg, loss_fn, class_weights, balanced_sampler, soft_targets)
+    progress = _Progress(best=_Best(float("inf"), 0, _snapshot(model)))
+    key = None
+    if state_path is not None:
+        state_path = Path(state_path)
+        arrays = {"train_x": train.x, "train_y": train.y, "val_x": val.x, "val_y": val.y,
+                  "soft_targets": soft_targets, "class_weights": class_weights}  # fmt: skip
+        key = train_state.fingerprint(
+            model, cfg.model_dump(mode="json"), arrays, run.ctx.world_size, state_key
+        )
+        if run.ctx.is_main:
+            train_state.remove_stale_temp_files(state_path)
+            if not resume and state_path.is_file():
+                log.info("%s: starting over; replacing the training state at %s", desc, state_path)
+        if resume:
+            progress = _resume(run, state_path, key, desc) or progress
+
     start = time.perf_counter()
-    history: list[dict] = []
-    best = _Best(float("inf"), 0, _snapshot(model))
-    stop_reason = "epochs"  # what ended the run: "epochs" | "patience" | "time budget"
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(progress.epoch + 1, 0 if progress.finished else cfg.epochs + 1):
         record, monitored = _run_epoch(run, epoch, val, cfg, desc)
-        history.append(record)
-        if monitored < best.loss:
-            best = _Best(monitored, epoch, _snapshot(model))
-        elapsed_min = (time.perf_counter() - start) / 60
-        stop_reason = _stop_reason(epoch, best.epoch, elapsed_min, cfg)
-        if _agree_to_stop(stop_reason != "epochs", run.ctx):
+        progress.history.append(record)
+        progress.epoch = epoch
+        if monitored < progress.best.loss:
+            progress.best = _Best(monitored, epoch, _snapshot(model))
+        elapsed_min = (progress.elapsed_s + time.perf_counter() - start) / 60
+        progress.stop_reason = _stop_reason(epoch, progress.best.epoch, elapsed_min, cfg)
+        stop = _agree_to_stop(progress.stop_reason != "epochs", run.ctx)
+        progress.finished = stop or epoch >= cfg.epochs
+        if state_path is not None and run.ctx.is_main:
+            elapsed_s = progress.elapsed_s + time.perf_counter() - start
+            train_state.save_state(state_path, _state_dict(run, progress, key, elapsed_s))
+        if stop:
             if run.ctx.is_main:
                 log.info(
                     "%s: stopping after epoch %d (%s; best epoch %d, %.1f min)",
-                    desc, epoch, stop_reason, best.epoch, elapsed_min,
+                    desc, epoch, progress.stop_reason, progress.best.epoch, elapsed_min,
                 )  # fmt: skip
             break
 
-    model.load_state_dict(best.state)
+    model.load_state_dict(progress.best.state)
     model.eval()
     return TrainResult(
-        best_epoch=best.epoch,
-        best_val_loss=best.loss,
-        history=history,
-        seconds=time.perf_counter() - start,
-        stop_reason=stop_reason,
+        best_epoch=progress.best.epoch,
+        best_val_loss=progress.best.loss,
+        history=progress.history,
+        seconds=progress.elapsed_s + time.perf_counter() - start,
+        stop_reason=progress.stop_reason,
+        resumed_after_epoch=progress.resumed_after_epoch,
+        world_size=run.ctx.world_size,
+        global_batch_size=cfg.batch_size * run.ctx.world_size,
+        lr=run.lr,
+        precision=cfg.precision,
     )
+
+
+def _state_dict(run: _Training, progress: _Progress, key: Any, elapsed_s: float) -> dict:
+    """The training state after `progress.epoch` (see edge_lstm.training.state)."""
+    return {
+        "fingerprint": key,
+        "epoch": progress.epoch,
+        "finished": progress.finished,
+        "stop_reason": progress.stop_reason,
+        "elapsed_s": elapsed_s,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "best": {
+            "loss": progress.best.loss,
+            "epoch": progress.best.epoch,
+            "state": progress.best.state,
+        },
+        "history": progress.history,
+        "sampler": {
+            "epoch": progress.epoch,
+            "generator": None if run.generator is None else run.generator.get_state(),
+        },
+        "rng": train_state.capture_rng(run.ctx.device),
+    }
+
+
+def _read_state(path: Path, ctx: DistContext) -> dict | None:
+    """The state at `path` as rank 0 reads it, on every rank (None without a file)."""
+    found: dict | None = None
+    if ctx.is_main:
+        try:
+            found = {"state": train_state.load_state(path)} if path.is_file() else {}
+        except train_state.TrainStateError as exc:
+            found = {"error": str(exc)}
+    found = broadcast_from_main(found, ctx)
+    assert isinstance(found, dict)
+    if "error" in found:
+        raise train_state.TrainStateError(found["error"])
+    return found.get("state")
+
+
+def _resume(run: _Training, path: Path, key: Any, desc: str) -> _Progress | None:
+    """The progress restored from `path` into `run`, or None (one log line) without a file.
+
+    Under torchrun rank 0 reads the file and hands it to the others; every rank checks the
+    fingerprint against its own model and data, and all stop if one refuses."""
+    saved = _read_state(path, run.ctx)
+    if saved is None:
+        if run.ctx.is_main:
+            log.warning("%s: no training state at %s; starting from epoch 1", desc, path)
+        return None
+    refused = None
+    try:
+        train_state.check_fingerprint(path, saved["fingerprint"], key)
+    except train_state.TrainStateError as exc:
+        refused = exc
+    if any_rank(refused is not None, run.ctx):
+        raise refused or train_state.TrainStateError(
+            f"{path}: another rank's model or data differ from the state's; not resuming"
+        )
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    if saved["scaler"]:
+        run.scaler.load_state_dict(saved["scaler"])
+    train_state.restore_rng(saved["rng"], run.ctx.device)
+    if run.generator is not None and saved["sampler"]["generator"] is not None:
+        run.generator.set_state(saved["sampler"]["generator"])
+    best = saved["best"]
+    progress = _Progress(
+        best=_Best(float(best["loss"]), int(best["epoch"]), best["state"]),
+        epoch=int(saved["epoch"]),
+        history=list(saved["history"]),
+        elapsed_s=float(saved["elapsed_s"]),
+        stop_reason=str(saved["stop_reason"]),
+        finished=bool(saved["finished"]),
+        resumed_after_epoch=int(saved["epoch"]),
+    )
+    if run.ctx.is_main:
+        done = "continuing"
+        if progress.finished:
+            done = f"the run had finished ({progress.stop_reason}): nothing left to train"
+        log.info(
+            "%s: resumed from %s after epoch %d (best epoch %d); %s",
+            desc, path, progress.epoch, progress.best.epoch, done,
+        )  # fmt: skip
+    return progress
 
 
 def _check_fit_inputs(train: WindowSet, soft_targets: np.ndarray | None) -> None:
@@ -147,6 +350,7 @@ def _set_up(
 ) -> _Training:
     """Process group, device, loss, data order, optimiser, schedule and AMP scaler."""
     ctx = setup_distributed()
+    autocast = autocast_dtype(cfg.precision, ctx.device.type)
     if balanced_sampler and ctx.distributed:
         raise EdgeLstmError(
             "balanced_sampler is not supported under torchrun; use data.class_balance: "
@@ -157,19 +361,30 @@ def _set_up(
     if class_weights is not None:
         weights = torch.as_tensor(class_weights, dtype=torch.float32, device=ctx.device)
     wrapped = _wrap(model, ctx)
-    loader, sampler = _train_loader(train, cfg, soft_targets, balanced_sampler, ctx)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader, sampler, generator = _train_loader(train, cfg, soft_targets, balanced_sampler, ctx)
+    lr = scaled_lr(cfg.lr, cfg.lr_scaling, ctx.world_size)
+    if ctx.distributed and ctx.is_main:
+        log.info(
+            "global batch %d (%d processes × batch_size %d); lr %.3g (train.lr %.3g, "
+            "lr_scaling %s)",
+            cfg.batch_size * ctx.world_size, ctx.world_size, cfg.batch_size, lr, cfg.lr,
+            cfg.lr_scaling,
+        )  # fmt: skip
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     return _Training(
         model=model,
         wrapped=wrapped,
         loader=loader,
         sampler=sampler,
+        generator=generator,
         criterion=loss_fn or _cross_entropy(weights, cfg.label_smoothing),
         optimizer=optimizer,
         scheduler=_scheduler(optimizer, cfg),
-        scaler=torch.amp.GradScaler("cuda", enabled=ctx.device.type == "cuda"),
+        scaler=torch.amp.GradScaler("cuda", enabled=autocast == torch.float16),
+        autocast=autocast,
         weights=weights,
         ctx=ctx,
+        lr=lr,
     )
 
 
@@ -231,8 +446,11 @@ def _train_loader(
     soft_targets: np.ndarray | None,
     balanced: bool,
     ctx: DistContext,
-) -> tuple[DataLoader, Sampler]:
-    """Whole batches are sliced from the tensors at once (no per-window collation)."""
+) -> tuple[DataLoader, Sampler, torch.Generator | None]:
+    """Whole batches are sliced from the tensors at once (no per-window collation).
+
+    Returns the loader, its sampler and the generator that orders the windows (None under
+    DistributedSampler, whose order follows its seed and epoch)."""
     tensors = [torch.as_tensor(train.x), torch.as_tensor(train.y, dtype=torch.long)]
     if soft_targets is not None:
         tensors.append(torch.as_tensor(soft_targets, dtype=torch.float32))
@@ -241,6 +459,7 @@ def _train_loader(
     sampler: Sampler
     if ctx.distributed:
         sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed)
+        generator = None
     elif balanced:
         counts = np.bincount(train.y)
         per_window = 1.0 / counts[train.y]
@@ -250,7 +469,7 @@ def _train_loader(
     else:
         sampler = RandomSampler(dataset, generator=generator)
     batches = BatchSampler(sampler, batch_size=cfg.batch_size, drop_last=False)
-    return DataLoader(dataset, sampler=batches, batch_size=None), sampler
+    return DataLoader(dataset, sampler=batches, batch_size=None), sampler, generator
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
@@ -278,7 +497,9 @@ def _train_epoch(run: _Training, cfg: TrainConfig, desc: str) -> tuple[float, fl
         x, y = batch[0].to(ctx.device), batch[1].to(ctx.device)
         soft = batch[2].to(ctx.device) if len(batch) > 2 else None
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+        with torch.autocast(
+            ctx.device.type, dtype=run.autocast or torch.float32, enabled=run.autocast is not None
+        ):
             logits = model(x)
             loss = run.criterion(logits.float(), y, soft)
         scaler.scale(loss).backward()
@@ -330,6 +551,4 @@ def _stop_reason(epoch: int, best_epoch: int, elapsed_min: float, cfg: TrainConf
 
 def _agree_to_stop(stop: bool, ctx: DistContext) -> bool:
     """Every rank stops at the same epoch, even if only one crossed the time budget."""
-    if not ctx.distributed:
-        return stop
-    return bool(all_reduce_sum(torch.tensor([float(stop)]), ctx).item() > 0)
+    return any_rank(stop, ctx)

@@ -178,3 +178,35 @@ def test_cli_distill_prints_the_table_and_one_summary_line(
     assert summary.startswith(f"wrote model.pt ({size}), comparison.json (")
     assert f"into {out} in " in summary and "baseline" not in summary
     assert summary.endswith(f"next: edgelstm export {out} --out <deployment folder>")
+
+
+def test_distill_leaves_no_training_state_and_resumes_an_interrupted_student(
+    tiny_config, teacher: Path, distilled: Path, tmp_path: Path
+) -> None:
+    """A finished distill removes its train_state.pt files. A KD student interrupted after its
+    state was written (here: the state of a full run, as a kill after the last epoch leaves it)
+    is resumed by --resume without training again, to the same weights."""
+    import torch
+
+    from converters.students import train_student
+    from edge_lstm.training import STATE_FILE
+
+    assert not (distilled / STATE_FILE).exists()
+    assert not (distilled / "baseline" / STATE_FILE).exists()
+    out = tmp_path / "student"
+    prepared = prepare_data(tiny_config)
+    soft = teacher_soft_targets(distill_module.load_teacher(teacher, prepared), prepared, out, True)
+    dcfg = tiny_config.distill
+    train_student(
+        prepared, tiny_config.student, dcfg.train, tiny_config.data.class_balance,
+        soft_targets=soft, temperature=dcfg.temperature, alpha=dcfg.alpha,
+        state_path=out / STATE_FILE,
+    )  # fmt: skip
+    assert (out / STATE_FILE).is_file()
+    distill(tiny_config, teacher, out, baseline=False, resume=True)
+    assert not (out / STATE_FILE).exists()
+    training = json.loads((out / "metrics.json").read_text())["training"]
+    assert training["resumed_after_epoch"] == training["epochs_run"] > 0
+    fresh = load_checkpoint(distilled).model.state_dict()
+    for name, tensor in load_checkpoint(out).model.state_dict().items():
+        assert torch.equal(tensor, fresh[name]), name

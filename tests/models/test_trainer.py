@@ -130,3 +130,18 @@ def test_plot_history(tmp_path: Path, train_windows, val_windows) -> None:
     path = plot_history(result.history, tmp_path / "curves" / "training_curve.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
+
+
+def test_lr_scaling_for_the_global_batch(train_windows, val_windows) -> None:
+    """`batch_size` is per process; lr_scaling rescales lr by the world size (default none)."""
+    from edge_lstm.training.trainer import scaled_lr
+
+    assert TrainConfig().lr_scaling == "none" and TrainConfig().max_minutes is None
+    assert scaled_lr(0.01, "none", 4) == 0.01
+    assert scaled_lr(0.01, "linear", 4) == pytest.approx(0.04)
+    assert scaled_lr(0.01, "sqrt", 4) == pytest.approx(0.02)
+    assert all(scaled_lr(0.01, rule, 1) == 0.01 for rule in ("none", "linear", "sqrt"))
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.01, lr_scaling="linear")
+    result = fit(_student(), train_windows, val_windows, cfg)  # one process: unchanged
+    assert (result.world_size, result.global_batch_size, result.lr) == (1, 64, 0.01)
+    assert result.history[0]["lr"] == 0.01
