@@ -158,6 +158,32 @@ def _baseline_note(runs_dir: Path) -> list[str]:
     ]
 
 
+STOPPED_BY = {
+    "epochs": "ran all its epochs",
+    "patience": "stopped early (no validation improvement for train.patience epochs)",
+    "time budget": "was cut by the time budget (train.max_minutes): a run that depends on the "
+    "machine's load, not reproducible as it stands",
+}
+
+
+def _training_note(runs_dir: Path) -> list[str]:
+    """How each trained model's run ended, so a run the time budget cut is never silent."""
+    lines = []
+    for role in ("teacher", "student"):
+        metrics = runs_dir / role / "metrics.json"
+        if not metrics.is_file():
+            continue
+        training = json.loads(metrics.read_text()).get("training", {})
+        reason = training.get("stop_reason")
+        if reason is None:
+            continue
+        lines.append(
+            f"- The {role} trained {training.get('epochs_run', '?')} epochs (best "
+            f"{training.get('best_epoch', '?')}) and {STOPPED_BY.get(reason, reason)}."
+        )
+    return ["", *lines] if lines else []
+
+
 def pipeline_section(runs_dir: Path) -> list[str]:
     """The comparison table of every model (student/comparison.json) and the baseline."""
     comparison = runs_dir / "student" / "comparison.json"
@@ -173,6 +199,7 @@ def pipeline_section(runs_dir: Path) -> list[str]:
         "",
         markdown_table(COMPARISON_HEADER, [_comparison_cells(row) for row in rows]),
         *_baseline_note(runs_dir),
+        *_training_note(runs_dir),
     ]
 
 

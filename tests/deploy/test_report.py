@@ -169,3 +169,18 @@ def test_live_stage_and_report_agree_with_offline(
     assert (runs / "latency.png").is_file()
     for heading in ("## 1. Pipeline", "## 2. The live gateway", "## 4. Detection delay"):
         assert heading in text
+
+
+def test_the_report_says_how_each_training_run_ended(tmp_path: Path) -> None:
+    from edge_lstm.reporting.render import pipeline_section
+
+    runs = tmp_path / "runs"
+    for role, reason in (("teacher", "time budget"), ("student", "patience")):
+        (runs / role).mkdir(parents=True)
+        training = {"stop_reason": reason, "epochs_run": 7, "best_epoch": 4}
+        (runs / role / "metrics.json").write_text(json.dumps({"training": training}))
+    (runs / "student" / "comparison.json").write_text(json.dumps({"rows": []}))
+    text = "\n".join(pipeline_section(runs))
+    assert "The teacher trained 7 epochs (best 4) and was cut by the time budget" in text
+    assert "not reproducible" in text
+    assert "The student trained 7 epochs (best 4) and stopped early" in text
