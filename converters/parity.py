@@ -4,6 +4,12 @@ The same runners serve the parity check of every export, the evaluation of quant
 engine parity and the latency figures: `step_graph_logits` is the one loop that drives a step
 graph (`StepGraph`) or a runtime step backend (`BackendSteps`) W times over each window, so "the
 step graph driven W times" means one thing everywhere.
+
+The parity sample (`sample_windows`, `save_parity_sample`, `load_parity_sample`) is the set of
+real held-out windows (test and validation splits) an engine is checked on: every class, from
+several runs each, stored in the
+deployment folder by `edgelstm quantize --for tensorrt` so a gateway without the training data
+can check the engine it builds.
 """
 
 from __future__ import annotations
@@ -16,7 +22,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from converters.errors import ConverterError
-from runtime.manifest import LOGITS, STATE_OUTPUT_SUFFIX, STEP_INPUT, WINDOW_INPUT, Manifest
+from runtime.manifest import (
+    LOGITS,
+    STATE_OUTPUT_SUFFIX,
+    STEP_INPUT,
+    WINDOW_INPUT,
+    Manifest,
+    sha256_file,
+)
 
 EVAL_BATCH = 512
 LATENCY_BATCHES = (1, 256)
@@ -164,3 +177,115 @@ def compare_logits(graph: str, reference: np.ndarray, actual: np.ndarray, tolera
             "(try another --opset or report the torch/onnx versions)"
         )
     return result
+
+
+# ---- the parity sample: real test windows of every class, from several runs ---------------
+
+PARITY_SAMPLE_FILE = "parity-windows.npz"
+PARITY_SAMPLE_KEY = "parity_sample"  # its entry in manifest.metrics (file, sha256, figures)
+PER_CLASS = 16
+RUNS_PER_CLASS = 4
+
+
+@dataclass
+class ParitySample:
+    """Windows x[N, W, F] (normalized) with their labels and runs, and where they came from."""
+
+    x: np.ndarray
+    y: np.ndarray
+    run_ids: np.ndarray
+    source: str
+
+    def describe(self, classes: list[str]) -> dict[str, Any]:
+        """What the sample covers: windows, classes (and those missing), runs per class."""
+        present = sorted({int(c) for c in self.y})
+        return {
+            "windows": len(self.y),
+            "classes": len(present),
+            "missing_classes": [c for i, c in enumerate(classes) if i not in present],
+            "runs": len(set(self.run_ids.tolist())),
+            "runs_per_class": {
+                classes[c]: len(set(self.run_ids[self.y == c].tolist())) for c in present
+            },
+            "source": self.source,
+        }
+
+
+def stratified_indices(
+    y: np.ndarray,
+    run_ids: np.ndarray,
+    per_class: int = PER_CLASS,
+    runs_per_class: int = RUNS_PER_CLASS,
+    seed: int = 0,
+) -> np.ndarray:
+    """Indices of up to `per_class` windows of every class present in `y`, spread evenly over
+    up to `runs_per_class` runs of that class (seeded choice of runs, evenly spaced windows
+    within each run), so every class and several runs of it are checked, not one long run."""
+    rng = np.random.default_rng(seed)
+    picked: list[np.ndarray] = []
+    for c in np.unique(y):
+        of_class = np.flatnonzero(y == c)
+        runs = np.unique(run_ids[of_class])
+        if len(runs) > runs_per_class:
+            runs = np.sort(rng.choice(runs, size=runs_per_class, replace=False))
+        share = -(-per_class // len(runs))  # ceil
+        chosen: list[np.ndarray] = []
+        for run in runs:
+            in_run = of_class[run_ids[of_class] == run]
+            take = min(share, len(in_run))
+            chosen.append(in_run[np.linspace(0, len(in_run) - 1, take).round().astype(int)])
+        # round-robin over runs, so truncating to per_class keeps every run
+        merged = [i for group in _zip_longest(chosen) for i in group]
+        picked.append(np.asarray(merged[:per_class], dtype=np.intp))
+    return np.sort(np.concatenate(picked)) if picked else np.empty(0, np.intp)
+
+
+def _zip_longest(arrays: list[np.ndarray]) -> list[list[int]]:
+    """[[a0, b0, ...], [a1, b1, ...], ...] over arrays of unequal length."""
+    longest = max((len(a) for a in arrays), default=0)
+    return [[int(a[i]) for a in arrays if i < len(a)] for i in range(longest)]
+
+
+def sample_windows(splits: list[Any], source: str, **options: Any) -> ParitySample:
+    """The stratified sample of held-out splits (each with x, y, run_ids: a WindowSet), pooled
+    so that a class with one test run still gets several."""
+    x = np.concatenate([np.asarray(s.x, np.float32) for s in splits])
+    y = np.concatenate([np.asarray(s.y) for s in splits])
+    run_ids = np.concatenate([np.asarray(s.run_ids).astype(str) for s in splits])
+    idx = stratified_indices(y, run_ids, **options)
+    return ParitySample(np.ascontiguousarray(x[idx]), y[idx], run_ids[idx], source)
+
+
+def save_parity_sample(folder: Path, sample: ParitySample, manifest: Manifest) -> dict[str, Any]:
+    """Writes the sample into `folder` and returns its manifest.metrics entry (with sha256),
+    so that `build-engine` on a gateway, which has no training data, checks on real windows."""
+    path = Path(folder) / PARITY_SAMPLE_FILE
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, x=sample.x, y=sample.y, run_ids=sample.run_ids)
+    return {
+        "file": PARITY_SAMPLE_FILE,
+        "sha256": sha256_file(path),
+        **sample.describe(manifest.classes),
+    }
+
+
+def load_parity_sample(folder: Path, manifest: Manifest) -> ParitySample | None:
+    """The folder's parity sample (None when the manifest lists none); ConverterError when the
+    file is missing, altered or does not fit the model."""
+    entry = manifest.metrics.get(PARITY_SAMPLE_KEY)
+    if not entry:
+        return None
+    path = Path(folder) / str(entry.get("file", PARITY_SAMPLE_FILE))
+    if not path.is_file() or sha256_file(path) != entry.get("sha256"):
+        raise ConverterError(
+            f"{path} is missing or does not match its manifest sha256; copy the deployment "
+            "folder again or re-run `edgelstm quantize --for tensorrt` on the training machine"
+        )
+    with np.load(path, allow_pickle=False) as data:
+        x, y, run_ids = data["x"], data["y"], data["run_ids"]
+    if x.ndim != 3 or x.shape[1:] != (manifest.window, manifest.n_features) or len(y) != len(x):
+        raise ConverterError(
+            f"{path} holds windows of shape {x.shape[1:]}, the model takes "
+            f"{(manifest.window, manifest.n_features)}; re-run `edgelstm quantize --for tensorrt`"
+        )
+    return ParitySample(x.astype(np.float32), y, run_ids, f"{path.name} ({entry.get('source')})")

@@ -6,6 +6,16 @@ calibrated on real training windows — the form TensorRT consumes for explicit 
 MatMul/Gemm inputs are quantized, each consumer through its own Q/DQ pair, so the recurrent
 state itself (h, c and their element-wise updates) stays fp32: quantizing the state path put c
 off by up to 0.75 (docs/ARCHITECTURE.md, "Facts measured").
+
+static for TensorRT (`--mode static --for tensorrt`, artifact `step.int8-tensorrt`): the step
+graph in the Q/DQ form TensorRT's explicit quantization parses, which ONNX Runtime's defaults
+are not (an INT32 bias feeding DequantizeLinear, int8 weights with only a DequantizeLinear):
+float weights with their own QuantizeLinear/DequantizeLinear pair (AddQDQPairToWeight),
+per-channel weight scales, float biases (QuantizeBias off), symmetric int8 activations, no
+quantized outputs (OpTypesToExcludeOutputQuantization), and the recurrent state excluded: the
+MatMuls that read the incoming state (h_{t-1} @ W_hh) stay fp32, so no Q/DQ touches h, c, their
+updates or h_out/c_out. `_check_tensorrt_qdq` verifies all of it on the written file. The run
+also stores the parity sample (stratified test windows) that `build-engine` checks engines on.
 """
 
 from __future__ import annotations
@@ -24,9 +34,13 @@ from converters.export_onnx import REJECTED_DIR, prepare_matching_data
 from converters.onnx_files import LOOP_OPS, finish_onnx, onnx_metadata, op_counts, weight_bytes
 from converters.outcome import Outcome
 from converters.parity import (
+    PARITY_SAMPLE_FILE,
+    PARITY_SAMPLE_KEY,
     StepGraph,
     graph_latency,
     ort_session,
+    sample_windows,
+    save_parity_sample,
     step_graph_logits,
     window_logits,
 )
@@ -34,7 +48,15 @@ from converters.staging import Stage, staged
 from converters.targets import Target
 from edge_lstm.config import Config, config_from_dict
 from edge_lstm.units import human_size
-from runtime.manifest import MANIFEST_FILE, STEP_INPUT, WINDOW_INPUT, Artifact, Manifest
+from runtime.manifest import (
+    LOGITS,
+    MANIFEST_FILE,
+    STATE_OUTPUT_SUFFIX,
+    STEP_INPUT,
+    WINDOW_INPUT,
+    Artifact,
+    Manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +70,20 @@ QUANTIZED_OPS = (
 )
 STATIC_OP_TYPES = ["MatMul", "Gemm"]
 CALIBRATION_BATCH = 64
+# ops that only move or index a tensor: a state input seen through them is still the state
+DATA_MOVEMENT_OPS = frozenset(
+    {"Gather", "Slice", "Split", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Transpose",
+     "Flatten"}
+)  # fmt: skip
+# what TensorRT's explicit quantization parses (module docstring); `per_channel=True` as well
+TENSORRT_QDQ_OPTIONS = {
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    "DedicatedQDQPair": True,
+    "AddQDQPairToWeight": True,
+    "QuantizeBias": False,
+    "OpTypesToExcludeOutputQuantization": STATIC_OP_TYPES,
+}
 
 
 def _config(manifest: Manifest, deploy_dir: Path) -> Config:
@@ -120,7 +156,48 @@ def _dynamic_file(src: Path, dst: Path) -> None:
         quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
 
 
-def _static_file(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
+def state_path_tensors(model: Any, state_names: tuple[str, ...]) -> set[str]:
+    """The incoming state inputs and every tensor made from them by data-movement ops only
+    (per-layer Gathers, Slices, ...): what the recurrent MatMuls read."""
+    reached = set(state_names)
+    for node in model.graph.node:  # exported graphs are topologically sorted
+        if node.op_type in DATA_MOVEMENT_OPS and node.input and node.input[0] in reached:
+            reached.update(node.output)
+    return reached
+
+
+def recurrent_nodes(model: Any, state_names: tuple[str, ...]) -> list[str]:
+    """Names of the MatMul/Gemm nodes that read the incoming recurrent state."""
+    state = state_path_tensors(model, state_names)
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type in STATIC_OP_TYPES and state & set(node.input)
+    ]
+
+
+def _named_copy(src: Path, folder: Path) -> tuple[Path, Any]:
+    """`src` with every node named (nodes_to_exclude selects by name), written into `folder`."""
+    import onnx
+
+    model = onnx.load(str(src))
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+    path = folder / f"{src.stem}.named.onnx"
+    onnx.save(model, str(path))
+    return path, model
+
+
+def _static_file(
+    src: Path,
+    dst: Path,
+    feeds: list[dict[str, np.ndarray]],
+    tensorrt: bool = False,
+    state_names: tuple[str, ...] = (),
+) -> list[str]:
+    """Writes the static QDQ graph of `src` to `dst`; returns the nodes left unquantized
+    (for TensorRT: the recurrent MatMuls)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -136,23 +213,79 @@ def _static_file(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> No
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._feeds, None)
 
-    with _quiet_quantizer():
-        quantize_static(
-            src,
-            dst,
-            FeedReader(),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=STATIC_OP_TYPES,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            # symmetric int8 everywhere: what TensorRT's explicit quantization accepts
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "DedicatedQDQPair": True,
-            },
-        )
+    excluded: list[str] = []
+    extra: dict[str, Any] = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "DedicatedQDQPair": True,
+    }
+    source = src
+    if tensorrt:
+        source, model = _named_copy(src, dst.parent)
+        excluded = recurrent_nodes(model, state_names)
+        extra = dict(TENSORRT_QDQ_OPTIONS)
+    try:
+        with _quiet_quantizer():
+            quantize_static(
+                source,
+                dst,
+                FeedReader(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=STATIC_OP_TYPES,
+                per_channel=tensorrt,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=excluded,
+                # symmetric int8 everywhere: what TensorRT's explicit quantization accepts
+                extra_options=extra,
+            )
+    finally:
+        if source != src:
+            source.unlink(missing_ok=True)
+    return excluded
+
+
+def _check_tensorrt_qdq(path: Path, state_names: tuple[str, ...]) -> dict[str, Any]:
+    """Checks that `path` is in TensorRT's Q/DQ form (module docstring) and returns what it
+    holds; ConverterError naming the first node that is not."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    state = state_path_tensors(model, state_names)
+    per_channel = 0
+    problems = []
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zero_point = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if zero_point is not None and np.any(numpy_helper.to_array(zero_point) != 0):
+            problems.append(f"{node.name} has a non-zero zero point")
+        if node.op_type == "QuantizeLinear":
+            if node.input[0] in state:
+                problems.append(f"{node.name} quantizes the recurrent state ({node.input[0]})")
+            scale = inits.get(node.input[1])
+            per_channel += scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1
+        elif getattr(producers.get(node.input[0]), "op_type", None) != "QuantizeLinear":
+            problems.append(
+                f"{node.name} dequantizes {node.input[0]}, which no QuantizeLinear produced "
+                "(an int8/int32 initializer: TensorRT wants float weights with a Q/DQ pair)"
+            )
+    for out in (LOGITS, *(n + STATE_OUTPUT_SUFFIX for n in state_names)):
+        if getattr(producers.get(out), "op_type", None) == "DequantizeLinear":
+            problems.append(f"the graph output {out} is quantized")
+    if problems:
+        raise ConverterError(f"{path.name} is not in TensorRT's Q/DQ form: {problems[0]}")
+    ops = op_counts(path)
+    return {
+        "qdq_pairs": ops.get("QuantizeLinear", 0),
+        "per_channel_weights": int(per_channel),
+        "float_bias": True,
+    }
 
 
 def _evaluate(
@@ -300,8 +433,14 @@ def _quantize_graph(job: _Inputs, stage: Stage, kind: str, write: Writer) -> tup
     return file, {**info, "mode": target.variant}
 
 
-def _quantize(job: _Inputs, write: Writer, extra_info: dict[str, Any]) -> Outcome:
-    """Writes the int8 variants of the window and step graphs and records them in the manifest.
+def _quantize(
+    job: _Inputs,
+    write: Writer,
+    extra_info: dict[str, Any],
+    also: Callable[[Stage], None] | None = None,
+) -> Outcome:
+    """Writes the int8 variants of the window and step graphs and records them in the manifest;
+    `also(stage)` writes more into the stage before the manifest is saved.
 
     A variant whose test macro-F1 drops more than the tolerance is moved to `rejected/`, left
     out of the manifest, and reported with ConverterError once the accepted ones are in place.
@@ -328,6 +467,8 @@ def _quantize(job: _Inputs, write: Writer, extra_info: dict[str, Any]) -> Outcom
             stage.keep(file)
             stage.remove(deploy_dir / REJECTED_DIR / file)
             accepted[name] = info
+        if also is not None:
+            also(stage)
         manifest.save(stage.path)
         stage.keep(MANIFEST_FILE)
     _add_comparison_rows(manifest, target, {a["graph"]: a for a in accepted.values()})
@@ -382,3 +523,36 @@ def quantize_int8_static(
         _static_file(src, dst, _calibration_feeds(src, kind, job.manifest, windows))
 
     return _quantize(job, write, {"calibration_windows": len(windows)})
+
+
+def quantize_int8_tensorrt(
+    target: Target,
+    deploy_dir: Path,
+    *,
+    calibration_windows: int | None = None,
+    tolerance_points: float | None = None,
+    data_path: Path | None = None,
+) -> Outcome:
+    """The `onnx-int8-tensorrt` target: the step graph's static QDQ in TensorRT's form (module
+    docstring), accuracy-checked like the others, and the parity sample for `build-engine`.
+
+    `calibration_windows` defaults to quantize.calibration_windows of the exported config.
+    """
+    job = _Inputs.load(target, deploy_dir, tolerance_points, data_path)
+    n = calibration_windows or job.cfg.quantize.calibration_windows
+    windows = _calibration_windows(job.cfg, job.data.train.x, n)
+    state_names = job.manifest.state_names
+    extra: dict[str, Any] = {"calibration_windows": len(windows), "for": "tensorrt"}
+
+    def write(kind: str, src: Path, dst: Path) -> None:
+        feeds = _calibration_feeds(src, kind, job.manifest, windows)
+        extra["fp32_nodes"] = _static_file(src, dst, feeds, True, state_names)
+        extra["qdq"] = _check_tensorrt_qdq(dst, state_names)
+
+    def keep_parity_sample(stage: Stage) -> None:
+        sample = sample_windows([job.data.test, job.data.val], "test and validation splits")
+        entry = save_parity_sample(stage.path, sample, job.manifest)
+        stage.keep(PARITY_SAMPLE_FILE)
+        job.manifest.metrics[PARITY_SAMPLE_KEY] = entry
+
+    return _quantize(job, write, extra, also=keep_parity_sample)

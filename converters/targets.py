@@ -38,7 +38,7 @@ class Target:
     artifact: str  # manifest name; {graph} is "window" or "step"
     file: str  # file name; {stem} of the graph, {tensorrt} and {gpu} of the building device
     needs_gpu: bool  # built on the GPU that runs it, so the file name carries that device
-    sources: tuple[str, ...]  # manifest artifacts it converts (none: a checkpoint)
+    sources: tuple[str, ...]  # artifacts it converts (none: a checkpoint); engines: first found
     args: frozenset[str]  # keyword options its function takes
     function: str  # "module:function" making it: f(target, path, **options) -> Outcome
     next: str  # the command that uses what it wrote; {folder}, {artifact}
@@ -63,10 +63,10 @@ class Target:
 
 
 _INT8_ARGS = frozenset({"tolerance_points", "data_path"})
-_ENGINE_ARGS = frozenset({"max_batch", "opt_batch", "workspace_mb"})
+_ENGINE_ARGS = frozenset({"max_batch", "opt_batch", "workspace_mb", "data_path"})
 
 
-def _engine(precision: str, source: str) -> Target:
+def _engine(precision: str, *sources: str) -> Target:
     return Target(
         name=f"tensorrt-{precision}",
         command="build-engine",
@@ -75,7 +75,7 @@ def _engine(precision: str, source: str) -> Target:
         artifact=f"{{graph}}.trt-{precision}",
         file=f"{{stem}}.{precision}.trt{{tensorrt}}.{{gpu}}.engine",
         needs_gpu=True,
-        sources=(source,),
+        sources=sources,  # the first one the folder has
         args=_ENGINE_ARGS,
         function="converters.tensorrt_build:build_tensorrt_engine",
         next="edgelstm serve --model-dir {folder} --backend tensorrt --artifact {artifact}",
@@ -124,9 +124,23 @@ TARGETS: dict[str, Target] = {
             function="converters.quantize:quantize_int8_static",
             next="edgelstm build-engine {folder} --precision int8",
         ),
+        Target(
+            name="onnx-int8-tensorrt",
+            command="quantize",
+            variant="tensorrt",  # `edgelstm quantize --mode static --for tensorrt`
+            precision="int8-static",
+            artifact="{graph}.int8-tensorrt",
+            file="{stem}.int8-tensorrt.onnx",
+            needs_gpu=False,
+            sources=("step",),  # engines are built from the step graph only
+            args=_INT8_ARGS | {"calibration_windows"},
+            function="converters.quantize:quantize_int8_tensorrt",
+            next="edgelstm build-engine {folder} --precision int8",
+        ),
         _engine("fp32", "step"),
         _engine("fp16", "step"),
-        _engine("int8", "step.int8-static"),  # explicit quantization from the QDQ graph
+        # explicit quantization from a QDQ graph: TensorRT's form, else ONNX Runtime's
+        _engine("int8", "step.int8-tensorrt", "step.int8-static"),
     )
 }
 

@@ -7,7 +7,16 @@ engine, runs one batched step per round, debounces, writes alerts to the outbox 
 to paho. It feeds the systemd watchdog only while the network thread makes progress too, and
 sends READY=1 after the first CONNACK. SIGTERM/SIGINT drain and exit within ~1 s; SIGHUP
 reloads the deployment folder in a side thread and swaps it in between two rounds: every open
-window then restarts on the new model, so each result comes from exactly one model.
+window then restarts on the new model, so each result comes from exactly one model; the old
+model's backend is closed (its device memory freed) once the new one serves, and the serving
+one at shutdown. A TensorRT backend does all its CUDA work on its own thread
+(runtime/backends/tensorrt_backend.py), so loading it on the reload thread, stepping it here and
+closing it here is safe.
+
+Rounds never exceed the backend's `max_batch` (an engine's optimization profile):
+`batching.max_batch` is clamped to it. A round whose backend call fails is logged and counted
+(`backend_errors`; its readings `dropped_backend_error`, see runtime/streams.py) and serving
+goes on: one bad round never ends the gateway.
 
 The debouncer's raised faults are stored with each alert in the outbox's database
 (runtime/alerts.py) and restored at start.
@@ -26,7 +35,7 @@ from typing import Any
 from runtime.alerts import AlertPublisher
 from runtime.config import GatewayConfig
 from runtime.debounce import Debouncer
-from runtime.errors import ConfigError, EdgeRuntimeError
+from runtime.errors import BackendError, ConfigError, EdgeRuntimeError
 from runtime.model import LoadedModel, load_model
 from runtime.mqtt import MqttLink
 from runtime.outbox import Outbox
@@ -92,6 +101,22 @@ class Service:
             )
         return period
 
+    def _batch_limit(self, model: LoadedModel) -> int:
+        """batching.max_batch, clamped to what the model's backend takes in one call."""
+        wanted = self.cfg.batching.max_batch
+        limit = model.backend.max_batch
+        if limit is None or wanted <= limit:
+            return wanted
+        log.info(
+            "batching.max_batch %d is more than %s takes per step (%d, its optimization "
+            "profile); rounds carry at most %d rows",
+            wanted,
+            model.label,
+            limit,
+            limit,
+        )
+        return limit
+
     def _new_engine(self, model: LoadedModel) -> StreamEngine:
         limits = self.cfg.limits
         return StreamEngine(
@@ -99,7 +124,7 @@ class Service:
             sample_period_s=self._sample_period(model),
             gap_tolerance=self.cfg.gap_tolerance,
             device_queue=self.cfg.batching.device_queue,
-            max_batch=self.cfg.batching.max_batch,
+            max_batch=self._batch_limit(model),
             count=self.stats.count,
             max_devices=limits.max_devices,
             device_idle_s=limits.device_idle_s,
@@ -250,12 +275,23 @@ class Service:
         wait_s = self.cfg.batching.max_wait_ms / 1000.0
         engine = self.engine
         backlog = engine.pending_readings > len(engine.ready)
-        if wait_s > 0 and not backlog and len(engine.ready) < self.cfg.batching.max_batch:
+        if wait_s > 0 and not backlog and len(engine.ready) < engine.max_batch:
             time.sleep(wait_s)
             self._drain_inbox()
 
     def _round(self) -> None:
-        results, rows = self.engine.step_round(self.model.backend)
+        try:
+            results, rows = self.engine.step_round(self.model.backend)
+        except BackendError as exc:
+            # the engine dropped the round's readings (counted) and restarted those devices
+            self.stats.count("backend_errors")
+            self.health_log.warning(
+                "backend_error",
+                "a step round failed and its readings were dropped (counted "
+                "dropped_backend_error); serving goes on: %s",
+                exc,
+            )
+            return
         n = len(results)
         self.stats.count("steps", rows)
         self.stats.count("batches")
@@ -334,6 +370,8 @@ class Service:
             self._reloaded = load_model(cfg.model_dir, cfg.backend, cfg.artifact, cfg.threads)
         except EdgeRuntimeError as exc:
             self._reloaded = exc
+        except Exception as exc:  # a driver or TensorRT error must not pass unseen
+            self._reloaded = BackendError(f"{type(exc).__name__}: {exc}")
 
     def _swap(self, new: LoadedModel) -> None:
         """Switches models between two rounds. Every open window restarts on the new model (a
@@ -358,6 +396,7 @@ class Service:
             self.debouncer = Debouncer(self.cfg.debounce.k, self.cfg.debounce.threshold)
             self.outbox.clear_alert_state()
         self.model = new
+        self._close_model(old)
         self.stats.count("reloads")
         log.info(
             "reloaded: now serving %s; restarted %d open windows, moved %d queued readings, "
@@ -367,6 +406,13 @@ class Service:
             moved,
             dropped,
         )
+
+    def _close_model(self, model: LoadedModel) -> None:
+        """Releases a model's backend; a failure is logged, never raised into the loop."""
+        try:
+            model.close()
+        except Exception as exc:
+            log.warning("closing %s failed: %s", model.label, exc)
 
     # ---- shutdown -----------------------------------------------------------------------
 
@@ -389,6 +435,11 @@ class Service:
         snap = self._publish_stats()
         self.link.stop()
         self.outbox.close()
+        self._close_model(self.model)
+        thread, reloaded = self._reload_thread, self._reloaded
+        # a reload that finished but was never swapped in (one still loading ends with us)
+        if thread is not None and not thread.is_alive() and isinstance(reloaded, LoadedModel):
+            self._close_model(reloaded)
         self.notifier.close()
         log.info(
             "stopped: %d readings, %d windows, %d alerts; %d alerts left in the outbox",

@@ -22,6 +22,11 @@ All devices' pending readings are advanced in one backend call per round (rows =
 window) pairs); a device contributes at most one reading per round so its own readings stay in
 order. Recurrent states live in one preallocated pool per state tensor, [L, capacity, H]; a
 window owns a slot, and a round gathers and scatters the slots with one fancy index each.
+
+A round whose backend call fails steps nothing: its readings are dropped, counted
+`dropped_backend_error`, and the windows of its devices restart at their next reading (their
+states did not advance, so continuing them would publish windows with a reading missing); the
+call's error is raised as BackendError for the caller to log. Other devices are not touched.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime.backends.base import StepBackend
+from runtime.errors import BackendError
 from runtime.manifest import Manifest
 from runtime.parse import Readings, Reason
 
@@ -275,11 +281,26 @@ class StreamEngine:
         x = np.ascontiguousarray(x_readings[np.asarray(rows_reading, dtype=np.intp)])
         state = tuple(np.ascontiguousarray(a[:, idx, :]) for a in self.pool.arrays)
         infer_start = time.monotonic()
-        logits, new_state = backend.step(x, state)
+        try:
+            logits, new_state = backend.step(x, state)
+        except Exception as exc:
+            self._abandon(taken)
+            if isinstance(exc, BackendError):
+                raise
+            raise BackendError(
+                f"the backend failed on a round of {len(rows_slot)} rows: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         infer_end = time.monotonic()
         for a, s in zip(self.pool.arrays, new_state, strict=True):
             a[:, idx, :] = s
         return self._close(taken, logits, infer_start, infer_end), len(rows_slot)
+
+    def _abandon(self, taken: list) -> None:
+        """A failed round: its readings are dropped (counted) and its devices' windows restart."""
+        for _device_id, dev, _ts, _received in taken:
+            self._reset(dev)
+        self.count("dropped_backend_error", len(taken))
 
     def _close(
         self, taken: list, logits: np.ndarray, infer_start: float, infer_end: float

@@ -12,9 +12,17 @@ import click
 @click.option(
     "--mode",
     metavar="dynamic|static",
-    default="dynamic",
+    default=None,
+    help="dynamic (int8 weights, ONNX Runtime CPU; the default) or static (QDQ, calibrated).",
+)
+@click.option(
+    "--for",
+    "runtime",
+    type=click.Choice(["onnxruntime", "tensorrt"]),
+    default="onnxruntime",
     show_default=True,
-    help="dynamic (int8 weights, ONNX Runtime CPU) or static (QDQ, calibrated; for TensorRT).",
+    help="tensorrt: the step graph's static QDQ in the form TensorRT parses (step.int8-tensorrt; "
+    "implies --mode static) plus the test windows build-engine checks engines on.",
 )
 @click.option(
     "--calibration-windows",
@@ -38,21 +46,29 @@ import click
 )
 def quantize(
     deploy_dir: Path,
-    mode: str,
+    mode: str | None,
+    runtime: str,
     calibration_windows: int | None,
     tolerance_points: float | None,
     data_path: Path | None,
 ) -> None:
     """Quantize the graphs in DEPLOY_DIR to int8 and check them on the test split.
 
-    Writes model.int8-<mode>.onnx and step.int8-<mode>.onnx, records size, macro-F1, argmax
-    agreement with fp32 and latency in manifest.json, and prints them. Exits with code 2, keeping
-    the file in DEPLOY_DIR/rejected/, when macro-F1 drops by more than the tolerance.
+    Writes model.int8-<mode>.onnx and step.int8-<mode>.onnx (with --for tensorrt
+    step.int8-tensorrt.onnx and parity-windows.npz), records size, macro-F1, argmax agreement
+    with fp32 and latency in manifest.json, and prints them. Exits with code 2, keeping the file
+    in DEPLOY_DIR/rejected/, when macro-F1 drops by more than the tolerance.
     """
+    from converters.errors import ConverterError
     from converters.targets import convert, target_for
 
+    if mode == "tensorrt" or (runtime == "tensorrt" and mode not in (None, "static")):
+        raise ConverterError(
+            "TensorRT reads static Q/DQ graphs only: use `--mode static --for tensorrt`"
+        )
+    variant = "tensorrt" if runtime == "tensorrt" else (mode or "dynamic")
     done = convert(
-        target_for("quantize", mode),
+        target_for("quantize", variant),
         deploy_dir,
         calibration_windows=calibration_windows,
         tolerance_points=tolerance_points,

@@ -2,7 +2,10 @@
 
 A backend advances B rows (device windows) by one reading: `step(x[B, F], state) -> (logits[B,
 C], new_state)`, each state tensor [L, B, H] in the manifest's order (h for GRU, h and c for
-LSTM).
+LSTM). `max_batch` is the most rows one call takes (a TensorRT engine's optimization profile;
+None where there is no limit, as with ONNX Runtime): the gateway clamps its rounds to it.
+`close()` releases what the backend holds (device memory, sessions); the gateway calls it when
+a reload replaces the backend and at shutdown.
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ ORT_PROVIDERS = {
 
 
 class StepBackend(Protocol):
+    @property
+    def max_batch(self) -> int | None: ...
+
     def step(
         self, x: np.ndarray, state: tuple[np.ndarray, ...]
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]: ...
+
+    def close(self) -> None: ...
 
 
 def open_backend(

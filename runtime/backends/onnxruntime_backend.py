@@ -48,9 +48,20 @@ class OrtStepBackend:
         self.providers = self.session.get_providers()
         log.debug("loaded %s on %s", path, self.providers)
 
+    @property
+    def max_batch(self) -> None:
+        """ONNX Runtime takes any batch (the graph's batch axis is dynamic)."""
+        return None
+
     def step(
         self, x: np.ndarray, state: tuple[np.ndarray, ...]
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        if self.session is None:
+            raise BackendError("the ONNX Runtime backend was closed")
         feeds = {STEP_INPUT: x, **dict(zip(self.state_names, state, strict=True))}
         logits, *new_state = self.session.run(self.outputs, feeds)
         return logits, tuple(new_state)
+
+    def close(self) -> None:
+        """Drops the session (with a CUDA or TensorRT provider, its device memory). Idempotent."""
+        self.session = None

@@ -16,6 +16,7 @@ def test_table_lists_every_target_with_its_names() -> None:
         "onnx",
         "onnx-int8-dynamic",
         "onnx-int8-static",
+        "onnx-int8-tensorrt",
         "tensorrt-fp32",
         "tensorrt-fp16",
         "tensorrt-int8",
@@ -27,7 +28,8 @@ def test_table_lists_every_target_with_its_names() -> None:
     assert static.file_name("window") == "model.int8-static.onnx"
     assert get_target("onnx-int8-dynamic").file_name("step") == "step.int8-dynamic.onnx"
     assert not static.needs_gpu and static.sources == ("window", "step")
-    assert get_target("tensorrt-int8").sources == ("step.int8-static",)
+    assert get_target("tensorrt-int8").sources == ("step.int8-tensorrt", "step.int8-static")
+    assert get_target("onnx-int8-tensorrt").file_name("step") == "step.int8-tensorrt.onnx"
     assert get_target("tensorrt-fp16").artifact_name("step") == "step.trt-fp16"
 
 

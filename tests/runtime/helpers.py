@@ -6,6 +6,7 @@ subprocess. Subscribing, config writing and the subprocess are the gateway harne
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +90,13 @@ def expected_events(
 
 
 def gateway_config(path: Path, deploy: Path, host: str, port: int, **sections) -> Path:
-    """A gateway YAML for the tests: fast stats and reconnects, state under the test's folder."""
+    """A gateway YAML for the tests: fast stats and reconnects, state under the test's folder,
+    and an MQTT client id of its own, so a persistent session never hands one test the readings
+    another test left queued (every process started from this file shares the session)."""
+    base = {**TEST_DEFAULTS, "broker": {**TEST_DEFAULTS["broker"]}}
+    base["broker"]["client_id"] = f"edgelstm-test-{uuid.uuid4().hex[:12]}"
     return gateway_harness.write_gateway_config(
-        path, deploy, host, port, gateway_id="test", base=TEST_DEFAULTS, **sections
+        path, deploy, host, port, gateway_id="test", base=base, **sections
     )
 
 
