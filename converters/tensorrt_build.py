@@ -128,7 +128,7 @@ def _build(
     return bytes(serialized), bytes(config.get_timing_cache().serialize())
 
 
-def _parity_sample(deploy_dir: Path, manifest: Manifest, data_path: Path | None) -> ParitySample:
+def parity_sample(deploy_dir: Path, manifest: Manifest, data_path: Path | None) -> ParitySample:
     """Real test windows: the folder's parity sample, else the test split rebuilt from the
     data (`data_path`, or data.path of the exported config), stratified the same way."""
     if data_path is None:
@@ -312,7 +312,7 @@ def build_tensorrt_engine(
     batches = _profile(max_batch, opt_batch, workspace_mb)
     manifest, source, onnx_path = _source(target, deploy_dir)
     trt, facts = _device()
-    sample = _parity_sample(deploy_dir, manifest, data_path)  # before a build of minutes
+    sample = parity_sample(deploy_dir, manifest, data_path)  # before a build of minutes
     name, engine_file = target.artifact_name("step"), target.file_name("step", facts)
     started = time.perf_counter()
     with staged(deploy_dir, "build") as stage:
