@@ -14,15 +14,14 @@ float weights with their own QuantizeLinear/DequantizeLinear pair (AddQDQPairToW
 per-channel weight scales, float biases (QuantizeBias off), symmetric int8 activations, no
 quantized outputs (OpTypesToExcludeOutputQuantization), and the recurrent state excluded: the
 MatMuls that read the incoming state (h_{t-1} @ W_hh) stay fp32, so no Q/DQ touches h, c, their
-updates or h_out/c_out. `_check_tensorrt_qdq` verifies all of it on the written file. The run
+updates or h_out/c_out. `check_tensorrt_qdq` verifies all of it on the written file. The run
 also stores the parity sample (stratified test windows) that `build-engine` checks engines on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,14 @@ import numpy as np
 
 from converters.errors import ConverterError
 from converters.export_onnx import REJECTED_DIR, prepare_matching_data
+from converters.int8_graphs import (
+    QUANTIZED_OPS,
+    calibration_feeds,
+    check_tensorrt_qdq,
+    dynamic_file,
+    pick_calibration_windows,
+    static_file,
+)
 from converters.onnx_files import LOOP_OPS, finish_onnx, onnx_metadata, op_counts, weight_bytes
 from converters.outcome import Outcome
 from converters.parity import (
@@ -49,41 +56,12 @@ from converters.targets import Target
 from edge_lstm.config import Config, config_from_dict
 from edge_lstm.units import human_size
 from runtime.manifest import (
-    LOGITS,
     MANIFEST_FILE,
-    STATE_OUTPUT_SUFFIX,
-    STEP_INPUT,
-    WINDOW_INPUT,
     Artifact,
     Manifest,
 )
 
 log = logging.getLogger(__name__)
-
-QUANTIZED_OPS = (
-    "MatMulInteger",
-    "DynamicQuantizeLSTM",
-    "DynamicQuantizeMatMul",
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "DynamicQuantizeLinear",
-)
-STATIC_OP_TYPES = ["MatMul", "Gemm"]
-CALIBRATION_BATCH = 64
-# ops that only move or index a tensor: a state input seen through them is still the state
-DATA_MOVEMENT_OPS = frozenset(
-    {"Gather", "Slice", "Split", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Transpose",
-     "Flatten"}
-)  # fmt: skip
-# what TensorRT's explicit quantization parses (module docstring); `per_channel=True` as well
-TENSORRT_QDQ_OPTIONS = {
-    "ActivationSymmetric": True,
-    "WeightSymmetric": True,
-    "DedicatedQDQPair": True,
-    "AddQDQPairToWeight": True,
-    "QuantizeBias": False,
-    "OpTypesToExcludeOutputQuantization": STATIC_OP_TYPES,
-}
 
 
 def _config(manifest: Manifest, deploy_dir: Path) -> Config:
@@ -101,191 +79,6 @@ def _logits(path: Path, kind: str, manifest: Manifest, x: np.ndarray) -> np.ndar
     if kind == "window":
         return window_logits(ort_session(path), x)
     return step_graph_logits(StepGraph(ort_session(path), manifest), x)
-
-
-def _calibration_feeds(
-    fp32_path: Path, kind: str, manifest: Manifest, x: np.ndarray
-) -> list[dict[str, np.ndarray]]:
-    """Inputs the calibrator runs: whole windows for a window graph; for a step graph every
-    step's reading with the real recurrent state the fp32 graph carried into that step."""
-    if kind == "window":
-        return [
-            {WINDOW_INPUT: x[i : i + CALIBRATION_BATCH]}
-            for i in range(0, len(x), CALIBRATION_BATCH)
-        ]
-    feeds: list[dict[str, np.ndarray]] = []
-    step_graph_logits(
-        StepGraph(ort_session(fp32_path), manifest),
-        x,
-        batch=CALIBRATION_BATCH,
-        on_step=lambda x_t, state: feeds.append({STEP_INPUT: x_t, **state}),
-    )
-    return feeds
-
-
-def _calibration_windows(cfg: Config, train_x: np.ndarray, n: int) -> np.ndarray:
-    """`n` training windows drawn without replacement (seeded by data.seed)."""
-    rng = np.random.default_rng(cfg.data.seed)
-    pick = rng.choice(len(train_x), size=min(n, len(train_x)), replace=False)
-    return train_x[np.sort(pick)]
-
-
-class _SkipPreprocessAdvice(logging.Filter):
-    """Drops ONNX Runtime's "consider pre-processing" notice, printed on every call: our graphs
-    come from the exporter with constants folded, and each result is scored on the test split."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
-
-
-@contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    root = logging.getLogger()
-    advice = _SkipPreprocessAdvice()
-    root.addFilter(advice)
-    try:
-        yield
-    finally:
-        root.removeFilter(advice)
-
-
-def _dynamic_file(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with _quiet_quantizer():
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
-
-
-def state_path_tensors(model: Any, state_names: tuple[str, ...]) -> set[str]:
-    """The incoming state inputs and every tensor made from them by data-movement ops only
-    (per-layer Gathers, Slices, ...): what the recurrent MatMuls read."""
-    reached = set(state_names)
-    for node in model.graph.node:  # exported graphs are topologically sorted
-        if node.op_type in DATA_MOVEMENT_OPS and node.input and node.input[0] in reached:
-            reached.update(node.output)
-    return reached
-
-
-def recurrent_nodes(model: Any, state_names: tuple[str, ...]) -> list[str]:
-    """Names of the MatMul/Gemm nodes that read the incoming recurrent state."""
-    state = state_path_tensors(model, state_names)
-    return [
-        node.name
-        for node in model.graph.node
-        if node.op_type in STATIC_OP_TYPES and state & set(node.input)
-    ]
-
-
-def _named_copy(src: Path, folder: Path) -> tuple[Path, Any]:
-    """`src` with every node named (nodes_to_exclude selects by name), written into `folder`."""
-    import onnx
-
-    model = onnx.load(str(src))
-    for i, node in enumerate(model.graph.node):
-        if not node.name:
-            node.name = f"{node.op_type}_{i}"
-    path = folder / f"{src.stem}.named.onnx"
-    onnx.save(model, str(path))
-    return path, model
-
-
-def _static_file(
-    src: Path,
-    dst: Path,
-    feeds: list[dict[str, np.ndarray]],
-    tensorrt: bool = False,
-    state_names: tuple[str, ...] = (),
-) -> list[str]:
-    """Writes the static QDQ graph of `src` to `dst`; returns the nodes left unquantized
-    (for TensorRT: the recurrent MatMuls)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class FeedReader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._feeds = iter(feeds)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._feeds, None)
-
-    excluded: list[str] = []
-    extra: dict[str, Any] = {
-        "ActivationSymmetric": True,
-        "WeightSymmetric": True,
-        "DedicatedQDQPair": True,
-    }
-    source = src
-    if tensorrt:
-        source, model = _named_copy(src, dst.parent)
-        excluded = recurrent_nodes(model, state_names)
-        extra = dict(TENSORRT_QDQ_OPTIONS)
-    try:
-        with _quiet_quantizer():
-            quantize_static(
-                source,
-                dst,
-                FeedReader(),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=STATIC_OP_TYPES,
-                per_channel=tensorrt,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=excluded,
-                # symmetric int8 everywhere: what TensorRT's explicit quantization accepts
-                extra_options=extra,
-            )
-    finally:
-        if source != src:
-            source.unlink(missing_ok=True)
-    return excluded
-
-
-def _check_tensorrt_qdq(path: Path, state_names: tuple[str, ...]) -> dict[str, Any]:
-    """Checks that `path` is in TensorRT's Q/DQ form (module docstring) and returns what it
-    holds; ConverterError naming the first node that is not."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    producers = {out: node for node in graph.node for out in node.output}
-    state = state_path_tensors(model, state_names)
-    per_channel = 0
-    problems = []
-    for node in graph.node:
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        zero_point = inits.get(node.input[2]) if len(node.input) > 2 else None
-        if zero_point is not None and np.any(numpy_helper.to_array(zero_point) != 0):
-            problems.append(f"{node.name} has a non-zero zero point")
-        if node.op_type == "QuantizeLinear":
-            if node.input[0] in state:
-                problems.append(f"{node.name} quantizes the recurrent state ({node.input[0]})")
-            scale = inits.get(node.input[1])
-            per_channel += scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1
-        elif getattr(producers.get(node.input[0]), "op_type", None) != "QuantizeLinear":
-            problems.append(
-                f"{node.name} dequantizes {node.input[0]}, which no QuantizeLinear produced "
-                "(an int8/int32 initializer: TensorRT wants float weights with a Q/DQ pair)"
-            )
-    for out in (LOGITS, *(n + STATE_OUTPUT_SUFFIX for n in state_names)):
-        if getattr(producers.get(out), "op_type", None) == "DequantizeLinear":
-            problems.append(f"the graph output {out} is quantized")
-    if problems:
-        raise ConverterError(f"{path.name} is not in TensorRT's Q/DQ form: {problems[0]}")
-    ops = op_counts(path)
-    return {
-        "qdq_pairs": ops.get("QuantizeLinear", 0),
-        "per_channel_weights": int(per_channel),
-        "float_bias": True,
-    }
 
 
 def _evaluate(
@@ -500,7 +293,7 @@ def quantize_int8_dynamic(
     `tolerance_points` defaults to quantize.tolerance_points of the exported config.
     """
     job = _Inputs.load(target, deploy_dir, tolerance_points, data_path)
-    return _quantize(job, lambda _kind, src, dst: _dynamic_file(src, dst), {})
+    return _quantize(job, lambda _kind, src, dst: dynamic_file(src, dst), {})
 
 
 def quantize_int8_static(
@@ -517,10 +310,10 @@ def quantize_int8_static(
     """
     job = _Inputs.load(target, deploy_dir, tolerance_points, data_path)
     n = calibration_windows or job.cfg.quantize.calibration_windows
-    windows = _calibration_windows(job.cfg, job.data.train.x, n)
+    windows = pick_calibration_windows(job.cfg, job.data.train.x, n)
 
     def write(kind: str, src: Path, dst: Path) -> None:
-        _static_file(src, dst, _calibration_feeds(src, kind, job.manifest, windows))
+        static_file(src, dst, calibration_feeds(src, kind, job.manifest, windows))
 
     return _quantize(job, write, {"calibration_windows": len(windows)})
 
@@ -540,14 +333,14 @@ def quantize_int8_tensorrt(
     """
     job = _Inputs.load(target, deploy_dir, tolerance_points, data_path)
     n = calibration_windows or job.cfg.quantize.calibration_windows
-    windows = _calibration_windows(job.cfg, job.data.train.x, n)
+    windows = pick_calibration_windows(job.cfg, job.data.train.x, n)
     state_names = job.manifest.state_names
     extra: dict[str, Any] = {"calibration_windows": len(windows), "for": "tensorrt"}
 
     def write(kind: str, src: Path, dst: Path) -> None:
-        feeds = _calibration_feeds(src, kind, job.manifest, windows)
-        extra["fp32_nodes"] = _static_file(src, dst, feeds, True, state_names)
-        extra["qdq"] = _check_tensorrt_qdq(dst, state_names)
+        feeds = calibration_feeds(src, kind, job.manifest, windows)
+        extra["fp32_nodes"] = static_file(src, dst, feeds, True, state_names)
+        extra["qdq"] = check_tensorrt_qdq(dst, state_names)
 
     def keep_parity_sample(stage: Stage) -> None:
         sample = sample_windows([job.data.test, job.data.val], "test and validation splits")
