@@ -41,8 +41,9 @@ from runtime.mqtt import MqttLink
 from runtime.outbox import Outbox
 from runtime.parse import Parser, Reason
 from runtime.ratelimit import RateLimitedLog
+from runtime.reload import BackgroundLoader, close_quietly
 from runtime.sdnotify import Notifier
-from runtime.stats import Stats, log_line, start_prometheus
+from runtime.stats import LossWatch, Stats, log_line, start_prometheus
 from runtime.streams import StreamEngine
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,6 @@ ACK_WAIT_S = 0.2  # then waiting for PUBACKs of the last alerts (the outbox keep
 IDLE_WAIT_S = 0.05  # longest sleep of an idle loop (bounds signal and stats latency)
 EXIT_NETWORK_DEAD = 3  # the MQTT network thread ended: exit so the service manager restarts us
 MOST_MISSING = 10  # devices listed by missing readings in the stats message
-LOSS_HINT = (
-    "the broker or the publishers drop messages; on Mosquitto raise max_queued_messages and set "
-    "max_inflight_messages 0 (deploy/README.md, 'Readings lost before the gateway')"
-)
 
 
 class Service:
@@ -83,10 +80,9 @@ class Service:
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
-        self._reload_thread: threading.Thread | None = None
-        self._reloaded: LoadedModel | EdgeRuntimeError | None = None
+        self.loader = BackgroundLoader(cfg)
         self._ready_sent = False
-        self._loss_counts = (0, 0)  # readings, missing_readings at the previous stats message
+        self.loss = LossWatch(cfg.loss_warn_rate)
 
     # ---- set-up -------------------------------------------------------------------------
 
@@ -322,56 +318,31 @@ class Service:
         snap["connected"] = self.link.connected.is_set()
         snap["network"] = self.link.stalled(time.monotonic(), self.cfg.liveness.stall_after_s)
         snap["missing_by_device"] = engine.most_missing(MOST_MISSING)
-        warning = self._loss_warning(snap["counters"])
+        warning = self.loss.warning(snap["counters"])
+        if warning:
+            self.health_log.warning("loss", "%s", warning)
         snap["warnings"] = [warning] if warning else []
         self.link.publish(self.cfg.topic(self.cfg.topics.stats), json.dumps(snap).encode(), qos=0)
         log.info("stats: %s", log_line(snap))
         self.notifier.status(log_line(snap))
         return snap
 
-    def _loss_warning(self, counters: dict[str, int]) -> str | None:
-        """A warning when more than loss_warn_rate of the readings since the previous stats
-        message went missing (timestamp gaps), naming the broker settings that cause it."""
-        readings, missing = counters.get("readings", 0), counters.get("missing_readings", 0)
-        new_readings = readings - self._loss_counts[0]
-        new_missing = missing - self._loss_counts[1]
-        self._loss_counts = (readings, missing)
-        if new_missing <= 0 or new_missing < self.cfg.loss_warn_rate * (new_readings + new_missing):
-            return None
-        share = new_missing / (new_readings + new_missing)
-        warning = f"{share:.1%} of readings went missing since the last stats: {LOSS_HINT}"
-        self.health_log.warning("loss", "%s", warning)
-        return warning
-
     # ---- reload (SIGHUP) ----------------------------------------------------------------
 
     def _maybe_swap_model(self) -> None:
-        if self.reload_requested.is_set() and self._reload_thread is None:
+        if self.reload_requested.is_set() and not self.loader.busy:
             self.reload_requested.clear()
             self.notifier.reloading()
-            self._reload_thread = threading.Thread(
-                target=self._load_in_background, name="edgelstm-reload", daemon=True
-            )
-            self._reload_thread.start()
-        if self._reload_thread is None or self._reload_thread.is_alive():
+            self.loader.start()
+        loaded = self.loader.result()
+        if loaded is None:
             return
-        self._reload_thread = None
-        loaded, self._reloaded = self._reloaded, None
         if isinstance(loaded, EdgeRuntimeError):
             log.error("reload failed, still serving %s: %s", self.model.label, loaded)
             self.stats.count("reload_failures")
-        elif loaded is not None:
+        else:
             self._swap(loaded)
         self.notifier.ready(f"serving {self.model.label}")
-
-    def _load_in_background(self) -> None:
-        cfg = self.cfg
-        try:
-            self._reloaded = load_model(cfg.model_dir, cfg.backend, cfg.artifact, cfg.threads)
-        except EdgeRuntimeError as exc:
-            self._reloaded = exc
-        except Exception as exc:  # a driver or TensorRT error must not pass unseen
-            self._reloaded = BackendError(f"{type(exc).__name__}: {exc}")
 
     def _swap(self, new: LoadedModel) -> None:
         """Switches models between two rounds. Every open window restarts on the new model (a
@@ -396,7 +367,7 @@ class Service:
             self.debouncer = Debouncer(self.cfg.debounce.k, self.cfg.debounce.threshold)
             self.outbox.clear_alert_state()
         self.model = new
-        self._close_model(old)
+        close_quietly(old)
         self.stats.count("reloads")
         log.info(
             "reloaded: now serving %s; restarted %d open windows, moved %d queued readings, "
@@ -406,13 +377,6 @@ class Service:
             moved,
             dropped,
         )
-
-    def _close_model(self, model: LoadedModel) -> None:
-        """Releases a model's backend; a failure is logged, never raised into the loop."""
-        try:
-            model.close()
-        except Exception as exc:
-            log.warning("closing %s failed: %s", model.label, exc)
 
     # ---- shutdown -----------------------------------------------------------------------
 
@@ -435,11 +399,8 @@ class Service:
         snap = self._publish_stats()
         self.link.stop()
         self.outbox.close()
-        self._close_model(self.model)
-        thread, reloaded = self._reload_thread, self._reloaded
-        # a reload that finished but was never swapped in (one still loading ends with us)
-        if thread is not None and not thread.is_alive() and isinstance(reloaded, LoadedModel):
-            self._close_model(reloaded)
+        close_quietly(self.model)
+        self.loader.close()
         self.notifier.close()
         log.info(
             "stopped: %d readings, %d windows, %d alerts; %d alerts left in the outbox",

@@ -82,6 +82,30 @@ class Stats:
         }
 
 
+LOSS_HINT = (
+    "the broker or the publishers drop messages; on Mosquitto raise max_queued_messages and set "
+    "max_inflight_messages 0 (deploy/README.md, 'Readings lost before the gateway')"
+)
+
+
+class LossWatch:
+    """Warns when more than `warn_rate` of the readings since the previous stats message went
+    missing (timestamp gaps), naming the broker settings that cause it."""
+
+    def __init__(self, warn_rate: float) -> None:
+        self.warn_rate = warn_rate
+        self._last = (0, 0)  # readings, missing_readings at the previous stats message
+
+    def warning(self, counters: dict[str, int]) -> str | None:
+        readings, missing = counters.get("readings", 0), counters.get("missing_readings", 0)
+        new_readings, new_missing = readings - self._last[0], missing - self._last[1]
+        self._last = (readings, missing)
+        if new_missing <= 0 or new_missing < self.warn_rate * (new_readings + new_missing):
+            return None
+        share = new_missing / (new_readings + new_missing)
+        return f"{share:.1%} of readings went missing since the last stats: {LOSS_HINT}"
+
+
 def log_line(snap: dict[str, Any]) -> str:
     """The one-line summary logged every stats interval."""
     c, r = snap["counters"], snap["rates"]
