@@ -193,10 +193,11 @@ def open_engine(path: Path) -> ManifestPredictor:
             "they were built for (TensorRT and a CUDA GPU are required)"
         ) from None
     graph = BackendSteps(backend, manifest)
+    batch = min(BATCH, backend.max_batch or BATCH)  # an engine takes at most its profile's max
     return ManifestPredictor(
         name=f"{manifest.model_name}:{listed}",
         kind="tensorrt",
-        run=lambda x: step_graph_logits(graph, np.ascontiguousarray(x, np.float32), batch=BATCH),
+        run=lambda x: step_graph_logits(graph, np.ascontiguousarray(x, np.float32), batch=batch),
         **_manifest_fields(manifest, path),
     )
 
