@@ -24,7 +24,7 @@ from typing import Any
 from bench.common import TOPIC, close, flush, publisher, start_gateway
 from bench.run import argument_parser
 from edge_lstm.local_broker import LocalBroker
-from edge_lstm.reporting.gateway_harness import Gateway
+from edge_lstm.reporting.gateway_harness import Gateway, rss_mb
 from runtime.config import LimitsConfig
 from runtime.manifest import Manifest
 from runtime.parse import encode_json
@@ -38,14 +38,6 @@ DEVICE_IDLE_S = 600.0  # longer than the run; one-reading ids go after new_devic
 RATE_PER_S = 5_000.0  # messages/s: well below what the gateway parses, so nothing queues up
 PACE_EVERY = 100  # messages between two checks of the publish schedule
 STATS_INTERVAL_S = 0.5
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of a process in MiB (Linux /proc/<pid>/status, VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def steps_for(devices: int, max_devices: int) -> list[int]:

@@ -296,6 +296,13 @@ def quantize_int8_dynamic(
     return _quantize(job, lambda _kind, src, dst: dynamic_file(src, dst), {})
 
 
+def _calibration_set(job: _Inputs, calibration_windows: int | None) -> np.ndarray:
+    """Training windows to calibrate on; their number defaults to the exported config's
+    quantize.calibration_windows."""
+    n = calibration_windows or job.cfg.quantize.calibration_windows
+    return pick_calibration_windows(job.cfg, job.data.train.x, n)
+
+
 def quantize_int8_static(
     target: Target,
     deploy_dir: Path,
@@ -309,8 +316,7 @@ def quantize_int8_static(
     `calibration_windows` defaults to quantize.calibration_windows of the exported config.
     """
     job = _Inputs.load(target, deploy_dir, tolerance_points, data_path)
-    n = calibration_windows or job.cfg.quantize.calibration_windows
-    windows = pick_calibration_windows(job.cfg, job.data.train.x, n)
+    windows = _calibration_set(job, calibration_windows)
 
     def write(kind: str, src: Path, dst: Path) -> None:
         static_file(src, dst, calibration_feeds(src, kind, job.manifest, windows))
@@ -332,8 +338,7 @@ def quantize_int8_tensorrt(
     `calibration_windows` defaults to quantize.calibration_windows of the exported config.
     """
     job = _Inputs.load(target, deploy_dir, tolerance_points, data_path)
-    n = calibration_windows or job.cfg.quantize.calibration_windows
-    windows = pick_calibration_windows(job.cfg, job.data.train.x, n)
+    windows = _calibration_set(job, calibration_windows)
     state_names = job.manifest.state_names
     extra: dict[str, Any] = {"calibration_windows": len(windows), "for": "tensorrt"}
 

@@ -164,7 +164,7 @@ class MqttLink:
         self.client.loop_start()
         log.info("connecting to %s as %s", self.broker_url, self.cfg.client_id)
 
-    def wait_connected(self, timeout_s: float) -> bool:
+    def wait_subscribed(self, timeout_s: float) -> bool:
         """True once connected and subscribed: readings published from then on arrive."""
         return self.subscribed.wait(timeout_s)
 

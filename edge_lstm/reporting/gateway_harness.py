@@ -68,6 +68,15 @@ sys.meta_path.insert(0, _NoTorch())
 JSONL_KINDS = ("alerts", "stats", "status")
 
 
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process in MiB (Linux /proc/<pid>/status, VmRSS); OSError once
+    the process is gone (ProcessLookupError for a zombie, which has no VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise ProcessLookupError(f"no VmRSS for process {pid}")
+
+
 def wait_until(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.02) -> bool:
     """Polls `predicate` until it holds or `timeout_s` passed; its last value."""
     deadline = time.monotonic() + timeout_s

@@ -121,7 +121,7 @@ class InProcessService:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         if connect_timeout_s is not None:
-            connected = self.service.link.wait_connected(connect_timeout_s)
+            connected = self.service.link.wait_subscribed(connect_timeout_s)
             assert connected, "service did not connect"
 
     def _run(self) -> None:

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_lstm.reporting.gateway_harness import rss_mb
 from runtime.manifest import Manifest
 from runtime.outbox import OUTBOX_FILE
 from runtime.parse import Parser, Reason, encode_json
@@ -176,11 +177,9 @@ class Watch:
                     self.unexpected_exits.append(rc)
                 continue
             try:
-                status = Path(f"/proc/{proc.proc.pid}/status").read_text()
+                self.rss_mb.append(rss_mb(proc.proc.pid))
             except OSError:
-                continue
-            rss = [int(line.split()[1]) for line in status.splitlines() if "VmRSS" in line]
-            self.rss_mb += [kb / 1024 for kb in rss]  # none once the process is a zombie
+                continue  # it has just exited
 
     def close(self) -> None:
         self._stop.set()

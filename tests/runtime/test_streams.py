@@ -15,9 +15,8 @@ from runtime.streams import StreamEngine
 from tests.runtime.helpers import offline_windows, select_runs
 
 
-def run_engine(deploy, runs, max_batch: int = 64, **limits):
-    manifest = Manifest.load(deploy)
-    backend = open_backend(deploy, manifest)
+def new_engine(manifest, max_batch: int = 64, **limits) -> tuple[StreamEngine, collections.Counter]:
+    """An engine for the tiny data (0.1 s period) and the counter its counts land in."""
     counts: collections.Counter = collections.Counter()
     engine = StreamEngine(
         manifest,
@@ -27,6 +26,13 @@ def run_engine(deploy, runs, max_batch: int = 64, **limits):
         count=lambda name, n: counts.update({name: n}),
         **limits,
     )
+    return engine, counts
+
+
+def run_engine(deploy, runs, max_batch: int = 64, **limits):
+    manifest = Manifest.load(deploy)
+    backend = open_backend(deploy, manifest)
+    engine, counts = new_engine(manifest, max_batch, **limits)
     for run in runs:
         engine.add(run.run_id, Readings(run.ts, run.values), 0.0)
     results, max_rows = [], 0
@@ -101,18 +107,9 @@ def test_device_cap_evicts_only_idle_devices_and_refuses_the_rest(deploy_dir, ti
     deploy = deploy_dir("gru", None)
     manifest = Manifest.load(deploy)
     (run,) = select_runs(tiny_data, manifest, count=1, length=3)
-    counts: collections.Counter = collections.Counter()
     evicted: list[str] = []
-    engine = StreamEngine(
-        manifest,
-        sample_period_s=0.1,
-        device_queue=100,
-        max_batch=64,
-        count=lambda name, n: counts.update({name: n}),
-        max_devices=3,
-        device_idle_s=10.0,
-        new_device_idle_s=10.0,
-        on_evict=evicted.append,
+    engine, counts = new_engine(
+        manifest, max_devices=3, device_idle_s=10.0, new_device_idle_s=10.0, on_evict=evicted.append
     )
     one = Readings(run.ts[:1], run.values[:1])
     for i, device in enumerate(("a", "b", "c")):
@@ -132,16 +129,8 @@ def test_a_streaming_device_outlives_a_flood_of_throwaway_ids(deploy_dir, tiny_d
     manifest = Manifest.load(deploy)
     (run,) = select_runs(tiny_data, manifest, count=1, length=manifest.window + 1)
     backend = open_backend(deploy, manifest)
-    counts: collections.Counter = collections.Counter()
-    engine = StreamEngine(
-        manifest,
-        sample_period_s=0.1,
-        device_queue=100,
-        max_batch=64,
-        count=lambda name, n: counts.update({name: n}),
-        max_devices=50,
-        device_idle_s=600.0,
-        new_device_idle_s=1.0,
+    engine, counts = new_engine(
+        manifest, max_devices=50, device_idle_s=600.0, new_device_idle_s=1.0
     )
     for i in range(manifest.window):  # the real device completes a window: it is proven
         engine.add("real", Readings(run.ts[i : i + 1], run.values[i : i + 1]), received=0.0)

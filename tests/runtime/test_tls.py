@@ -70,7 +70,7 @@ def assert_refused(config: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="runtime"):
         service = InProcessService(config, connect_timeout_s=None)
         try:
-            connected = service.service.link.wait_connected(REFUSED_FOR_S)
+            connected = service.service.link.wait_subscribed(REFUSED_FOR_S)
         finally:
             service.stop()
     assert not connected, "the gateway connected to a broker it must not trust"
