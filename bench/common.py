@@ -40,6 +40,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of all cores so far (Linux /proc/stat): what the benchmark,
+    the broker, the publisher and anything else on the machine used between two calls."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Share of all cores busy between two `machine_cpu()` readings (1.0: every core)."""
+    return (after[0] - before[0]) / max(after[1] - before[1], 1e-9)
+
+
 def publisher(host: str, port: int) -> mqtt.Client:
     """A connected paho client (TCP_NODELAY) with its network thread running."""
     client = set_nodelay(mqtt.Client(CallbackAPIVersion.VERSION2))

@@ -5,6 +5,9 @@ process of its own; binary payloads, one reading per message, through Mosquitto.
 the time from the publish of a window's last reading to the arrival of its result (emit: all)
 at a subscriber, against the same run's publish-to-arrival time of every 20th device's raw
 readings at that subscriber (one broker hop). Each figure is the median/min/max over rounds.
+Beside them, what bounds the figure here: how busy all cores were while publishing
+(`machine_busy_share`, 1.0 = every core; the gateway shares them with the broker, the publisher
+and the subscriber) and the gateway's CPU per reading.
 
     python -m bench.latency [--runs runs/demo] [--quick]  # -> bench/latency.json
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +31,12 @@ from bench.common import (
     GATEWAY_ID,
     TOPIC,
     WORKDIR,
+    busy_share,
     close,
+    cpu_seconds,
     dataset,
     flush,
+    machine_cpu,
     publisher,
     start_gateway,
 )
@@ -84,6 +91,9 @@ def _point(runs_dir: Path, quick: bool, devices: int) -> dict[str, Any]:
         ),
         "runtime_stage_ms_p99": results[-1]["stages"],
         "publisher_msgs_per_s": summarize([x["published_per_s"] for x in results]),
+        "machine_busy_share": summarize([x["busy"] for x in results]),
+        "cores": os.cpu_count(),
+        "gateway_cpu_us_per_reading": summarize([x["gateway_cpu_us"] for x in results]),
     }
 
 
@@ -198,7 +208,10 @@ def _round(
     arrivals = _Arrivals(broker, devices)
     try:
         time.sleep(0.3)
+        cpu0, machine0 = cpu_seconds(gateway.pid), machine_cpu()
         report = _publish_paced(broker, runs_dir, devices, seconds)
+        busy = busy_share(machine0, machine_cpu())
+        gateway_cpu_s = cpu_seconds(gateway.pid) - cpu0
         arrivals.settle(SETTLE_S)
     finally:
         arrivals.close()
@@ -213,6 +226,8 @@ def _round(
         "alert": _percentiles(alert_ms),
         "bare": _percentiles(bare_ms),
         "published_per_s": report["published_per_s"],
+        "busy": busy,
+        "gateway_cpu_us": gateway_cpu_s / (report["ticks"] * devices) * 1e6,
         "stages": {k: (v or {}).get("p99") for k, v in snap["latency_ms"].items()},
     }
 

@@ -2,10 +2,16 @@
 
 N devices' readings are published as fast as possible (QoS 0), JSON and binary, through
 Mosquitto. Per round: the bare subscriber (bench/bare_subscriber.py, a process of its own) that
-only parses the same messages on its own topics, then the runtime (parse, batch, step,
-windows; emit: all, so the result of each device's last window marks the end). Reports both
-rates, their ratio, CPU per reading of each, the publisher's rate and the runtime's drops.
-Each figure is the median/min/max over rounds.
+only parses the same messages on its own topics, on the gateway's MQTT protocol (v5), then the
+runtime (parse, batch, step, windows; emit: all, so the result of each device's last window
+marks the end). Reports both rates, their ratio, CPU per reading of each, the publisher's rate
+and the runtime's drops. Each figure is the median/min/max over rounds.
+
+What bounds the ratio is measured beside it: the bare subscriber again on MQTT v3.1.1 (the
+difference is paho's own per-message cost of v5 properties, which the gateway pays too), the
+CPU the broker and this process (the publisher and the results recorder) use per reading while
+the runtime consumes, and how busy all cores were then (`machine_busy_share`, 1.0 = every core:
+the runtime can only go faster by taking CPU from the broker and the publisher).
 
     python -m bench.throughput [--runs runs/demo] [--quick]  # -> bench/throughput.json
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -27,15 +34,18 @@ from bench.common import (
     REPO,
     TOPIC,
     WORKDIR,
+    busy_share,
     close,
     cpu_seconds,
     dataset,
     flush,
+    machine_cpu,
     publisher,
     start_gateway,
 )
 from edge_lstm.local_broker import LocalBroker
 from edge_lstm.reporting.gateway_harness import Gateway, python_env
+from runtime.config import BrokerConfig
 from runtime.manifest import Manifest
 from runtime.parse import encode_binary, encode_json
 
@@ -53,7 +63,13 @@ FIGURES = {  # output key -> per-round sample
     "runtime_cpu_us_per_reading": "runtime_cpu",
     "bare_cpu_us_per_reading": "bare_cpu",
     "cpu_ratio_bare_to_runtime": "cpu_ratio",
+    "bare_v311_readings_per_s": "bare_v311",
+    "bare_v311_cpu_us_per_reading": "bare_v311_cpu",
+    "broker_cpu_us_per_reading": "broker_cpu",
+    "publisher_and_recorder_cpu_us_per_reading": "publisher_cpu",
+    "machine_busy_share": "busy",
 }
+GATEWAY_PROTOCOL = str(BrokerConfig.protocol)  # the gateway's default, which start_gateway keeps
 
 
 def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
@@ -78,6 +94,7 @@ def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
                     messages = {
                         "runtime": _payloads(values, devices, per_device, fmt, TOPIC, f"r{r}"),
                         "bare": _payloads(values, devices, per_device, fmt, BARE_TOPIC, ""),
+                        "bare_v311": _payloads(values, devices, per_device, fmt, BARE_TOPIC, "v"),
                     }
                     figures = _round(broker, deploy, gateway, messages, (r + 1) * windows, fmt)
                     for key, value in figures.items():
@@ -89,6 +106,7 @@ def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
             out[fmt]["runtime_drops"] = {
                 k: v for k, v in counters.items() if k.startswith(("dropped_", "invalid_"))
             }
+            out[fmt]["bounds"] = bounds(out[fmt])
             log.info("throughput %s: %s", fmt, out[fmt])
     return out
 
@@ -104,16 +122,26 @@ def _round(
     """One round: the bare subscriber's messages, then the runtime's, until `results_by_end`
     window results (all rounds so far) have arrived."""
     total = len(messages["runtime"])
-    bare = _bare_round(broker, deploy, messages["bare"])
-    cpu0 = cpu_seconds(gateway.pid)
+    bare = _bare_round(broker, deploy, messages["bare"], GATEWAY_PROTOCOL)
+    bare_v311 = _bare_round(broker, deploy, messages["bare_v311"], "311")
+    assert broker.proc is not None
+    pids = (gateway.pid, broker.proc.pid, os.getpid())
+    cpu0, machine0 = [cpu_seconds(pid) for pid in pids], machine_cpu()
     started, published = _publish_all(broker, messages["runtime"])
     done = gateway.recorder.wait_count("alerts", results_by_end, RESULT_TIMEOUT_S)
     if done is None:
         raise RuntimeError(f"runtime did not consume {total} readings ({fmt})")
     rate = total / (done.received_at - started)
-    runtime_cpu = (cpu_seconds(gateway.pid) - cpu0) / total * 1e6
+    runtime_cpu, broker_cpu, publisher_cpu = (
+        (cpu_seconds(pid) - c) / total * 1e6 for pid, c in zip(pids, cpu0, strict=True)
+    )
     bare_cpu = bare["cpu_s"] / total * 1e6
     return {
+        "bare_v311": bare_v311["rate"],
+        "bare_v311_cpu": bare_v311["cpu_s"] / total * 1e6,
+        "broker_cpu": broker_cpu,
+        "publisher_cpu": publisher_cpu,
+        "busy": busy_share(machine0, machine_cpu()),
         "runtime": rate,
         "bare": bare["rate"],
         "ratio": rate / bare["rate"],
@@ -155,9 +183,39 @@ def _publish_all(broker: LocalBroker, payloads: list[tuple[str, bytes]]) -> tupl
     return started, rate
 
 
-def _bare_round(broker: LocalBroker, deploy: Path, payloads: list[tuple[str, bytes]]) -> dict:
+def bounds(figures: dict[str, Any]) -> dict[str, Any]:
+    """What the medians say bounds the runtime's rate here, in the figures' own units."""
+    median = {name: value["median"] for name, value in figures.items() if "median" in value}
+    cores = os.cpu_count() or 1
+    ours = (
+        median["runtime_readings_per_s"]
+        * (
+            median["runtime_cpu_us_per_reading"]
+            + median["broker_cpu_us_per_reading"]
+            + median["publisher_and_recorder_cpu_us_per_reading"]
+        )
+        / 1e6
+    )
+    busy = median["machine_busy_share"] * cores
+    return {
+        "paho_v5_cost_us_per_reading": round(
+            median["bare_cpu_us_per_reading"] - median["bare_v311_cpu_us_per_reading"], 2
+        ),
+        "runtime_beyond_bare_us_per_reading": round(
+            median["runtime_cpu_us_per_reading"] - median["bare_cpu_us_per_reading"], 2
+        ),
+        "cores": cores,
+        "cores_busy_while_runtime_consumed": round(busy, 2),
+        "cores_used_by_runtime_broker_publisher": round(ours, 2),
+        "cores_used_by_other_processes": round(max(busy - ours, 0.0), 2),
+    }
+
+
+def _bare_round(
+    broker: LocalBroker, deploy: Path, payloads: list[tuple[str, bytes]], protocol: str
+) -> dict:
     """The baseline: {"rate" (messages/s received), "cpu_s"} of the bare subscriber."""
-    args = [broker.host, str(broker.port), str(len(payloads)), str(deploy)]
+    args = [broker.host, str(broker.port), str(len(payloads)), str(deploy), protocol]
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.bare_subscriber", *args],
         stdout=subprocess.PIPE,

@@ -1,8 +1,15 @@
-"""The comparison table (teacher, students, exported and quantized variants) as JSON + Markdown.
+"""The comparison table (teacher, students, the reference, exported and quantized variants) as
+JSON + Markdown.
 
-`distill` writes the first rows; `export`, `quantize` and `build-engine` add theirs through
-`update_comparison`, which replaces a row with the same (model, runtime, precision) so re-running
-a stage updates its row instead of duplicating it.
+`distill` writes the first rows, the students' seed study (`converters.seed_study`) and the
+roles; `export`, `quantize` and `build-engine` add theirs through `update_comparison`, which
+replaces a row with the same (model, runtime, precision) so re-running a stage updates its row
+instead of duplicating it, and keeps the roles and the seed study.
+
+The headline under the Markdown table says no more than the figures: KD against hard labels
+follows the seed study's interval, the student against the reference (a strong non-sequence
+model) says which one is ahead and by how many points, and macro-F1 and accuracy are printed
+with the decimals the students' seed-to-seed spread supports.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from converters.errors import ConverterError
+from converters.seed_study import MOST_DECIMALS, SeedStudy
 from edge_lstm.units import human_size
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "edgelstm.comparison/1"
-ROLES = ("teacher", "student", "baseline")
+# baseline: the hard-label student; reference: the strong window-statistics model
+ROLES = ("teacher", "student", "baseline", "reference")
 
 
 @dataclass
@@ -46,23 +55,46 @@ class ComparisonRow:
         return (self.model, self.runtime, self.precision)
 
 
-def _read(json_path: Path) -> tuple[list[ComparisonRow], dict[str, str]]:
+@dataclass
+class ComparisonTable:
+    """What comparison.json holds: the rows in table order, which model plays which role, and
+    the students' seed study (None before distill wrote one)."""
+
+    rows: list[ComparisonRow]
+    roles: dict[str, str]
+    seeds: SeedStudy | None = None
+
+    def decimals(self) -> dict[str, int]:
+        """Decimals of the macro-F1 and accuracy columns."""
+        if self.seeds is None:
+            return {"macro_f1": MOST_DECIMALS, "accuracy": MOST_DECIMALS}
+        return {m: self.seeds.decimals(m) for m in ("macro_f1", "accuracy")}
+
+    def text(self) -> str:
+        """The fixed-width table for the terminal, with the headline lines under it."""
+        return "\n".join([render_text(self.rows, self.decimals()), *_headline(self)])
+
+
+def load_table(json_path: Path) -> ComparisonTable:
+    """comparison.json as a ComparisonTable (empty when the file does not exist)."""
+    json_path = Path(json_path)
     if not json_path.is_file():
-        return [], {}
+        return ComparisonTable([], {})
     try:
         raw = json.loads(json_path.read_text())
         names = {f.name for f in fields(ComparisonRow)}
         rows = [ComparisonRow(**{k: v for k, v in r.items() if k in names}) for r in raw["rows"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        seeds = SeedStudy.from_dict(raw["seeds"]) if raw.get("seeds") else None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConverterError(
             f"{json_path}: not a comparison table ({exc}); delete it and re-run `edgelstm distill`"
         ) from None
-    return rows, dict(raw.get("roles", {}))
+    return ComparisonTable(rows, dict(raw.get("roles", {})), seeds)
 
 
 def load_comparison(json_path: Path) -> list[ComparisonRow]:
     """The rows of comparison.json in table order (empty when the file does not exist)."""
-    return _read(Path(json_path))[0]
+    return load_table(json_path).rows
 
 
 def reset_comparison(json_path: Path) -> None:
@@ -73,44 +105,53 @@ def reset_comparison(json_path: Path) -> None:
 
 
 def update_comparison(
-    json_path: Path, rows: list[ComparisonRow], roles: dict[str, str] | None = None
+    json_path: Path,
+    rows: list[ComparisonRow],
+    roles: dict[str, str] | None = None,
+    seeds: SeedStudy | None = None,
 ) -> None:
     """Adds or replaces rows (matched on model, runtime, precision); rewrites .json and .md.
 
-    `roles` names the rows' models as "teacher", "student" (distilled) and "baseline"
-    (hard labels), from which the Markdown headline ratios are computed.
+    `roles` names the rows' models as "teacher", "student" (distilled), "baseline" (hard
+    labels) and "reference" (the window-statistics model), from which the Markdown headline is
+    computed; `seeds` replaces the students' seed study. Both are kept when not given.
     """
     json_path = Path(json_path)
-    existing, known_roles = _read(json_path)
+    table = load_table(json_path)
     if roles:
         unknown = set(roles) - set(ROLES)
         if unknown:
             raise ConverterError(f"unknown comparison roles {sorted(unknown)}; use {ROLES}")
-        known_roles.update(roles)
-    by_key = {r.key: i for i, r in enumerate(existing)}
+        table.roles.update(roles)
+    if seeds is not None:
+        table.seeds = seeds
+    by_key = {r.key: i for i, r in enumerate(table.rows)}
     for row in rows:
         if row.key in by_key:
-            existing[by_key[row.key]] = row
+            table.rows[by_key[row.key]] = row
         else:
-            by_key[row.key] = len(existing)
-            existing.append(row)
+            by_key[row.key] = len(table.rows)
+            table.rows.append(row)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+    payload: dict[str, Any] = {
         "schema": SCHEMA,
-        "roles": known_roles,
-        "summary": summarize(existing, known_roles),
-        "rows": [asdict(r) for r in existing],
+        "roles": table.roles,
+        "summary": summarize(table.rows, table.roles),
+        "rows": [asdict(r) for r in table.rows],
     }
+    if table.seeds is not None:
+        payload["seeds"] = table.seeds.to_dict()
     tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(json_path)
-    json_path.with_suffix(".md").write_text(render_markdown(existing, known_roles))
-    log.debug("comparison table %s now has %d rows", json_path, len(existing))
+    json_path.with_suffix(".md").write_text(render_markdown(table.rows, table.roles, table.seeds))
+    log.debug("comparison table %s now has %d rows", json_path, len(table.rows))
 
 
 def _torch_row(rows: list[ComparisonRow], model: str | None) -> ComparisonRow | None:
+    """The role's own row: torch for the models distill trains, sklearn for the reference."""
     for row in rows:
-        if row.model == model and row.runtime == "torch":
+        if row.model == model and row.runtime in ("torch", "sklearn"):
             return row
     return None
 
@@ -122,10 +163,12 @@ def _ratio(num: float | int | None, den: float | int | None) -> float | None:
 
 
 def summarize(rows: list[ComparisonRow], roles: dict[str, str]) -> dict[str, Any]:
-    """Headline figures: student vs teacher (F1 kept, size and latency ratios), KD vs hard."""
+    """Headline figures: student vs teacher (F1 kept, size and latency ratios), KD vs hard (the
+    primary seed's pair), student vs reference (points of macro-F1)."""
     teacher = _torch_row(rows, roles.get("teacher"))
     student = _torch_row(rows, roles.get("student"))
     baseline = _torch_row(rows, roles.get("baseline"))
+    reference = _torch_row(rows, roles.get("reference"))
     out: dict[str, Any] = {}
     if teacher and student:
         out["student_f1_over_teacher_f1"] = _ratio(student.macro_f1, teacher.macro_f1)
@@ -138,6 +181,10 @@ def summarize(rows: list[ComparisonRow], roles: dict[str, str]) -> dict[str, Any
         )
     if student and baseline:
         out["kd_minus_hard_macro_f1"] = student.macro_f1 - baseline.macro_f1
+    if student and reference:
+        out["student_minus_reference_macro_f1_points"] = 100 * (
+            student.macro_f1 - reference.macro_f1
+        )
     return out
 
 
@@ -160,15 +207,17 @@ HEADER = (
 )
 
 
-def table_cells(row: ComparisonRow) -> list[str]:
-    """The row as display strings, in HEADER order."""
+def table_cells(row: ComparisonRow, decimals: dict[str, int] | None = None) -> list[str]:
+    """The row as display strings, in HEADER order; `decimals` of macro-F1 and accuracy
+    (default four)."""
     per_window = None if row.latency_ms_b256 is None else row.latency_ms_b256 * 1e3 / 256
+    d = decimals or {}
     return [
         row.model,
         row.runtime,
         row.precision,
-        f"{row.macro_f1:.4f}",
-        f"{row.accuracy:.4f}",
+        f"{row.macro_f1:.{d.get('macro_f1', MOST_DECIMALS)}f}",
+        f"{row.accuracy:.{d.get('accuracy', MOST_DECIMALS)}f}",
         _fmt(row.parameters, ","),
         human_size(row.size_bytes),
         _fmt(row.latency_ms_b1, ".3f"),
@@ -178,16 +227,39 @@ def table_cells(row: ComparisonRow) -> list[str]:
     ]
 
 
-def render_text(rows: list[ComparisonRow]) -> str:
+def render_text(rows: list[ComparisonRow], decimals: dict[str, int] | None = None) -> str:
     """A fixed-width table for the terminal."""
-    cells = [list(HEADER)] + [table_cells(r) for r in rows]
+    cells = [list(HEADER)] + [table_cells(r, decimals) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _headline(summary: dict[str, Any]) -> list[str]:
+def _reference_line(table: ComparisonTable) -> list[str]:
+    """Student against the reference in points of macro-F1, saying which one is ahead; a gap
+    that rounds to 0 at the table's precision is called a tie."""
+    student = _torch_row(table.rows, table.roles.get("student"))
+    reference = _torch_row(table.rows, table.roles.get("reference"))
+    if student is None or reference is None:
+        return []
+    d = table.decimals()["macro_f1"]
+    points = max(0, d - 2)
+    gap = 100 * (student.macro_f1 - reference.macro_f1)
+    figures = f"macro-F1 {student.macro_f1:.{d}f} vs {reference.macro_f1:.{d}f}"
+    if table.seeds is not None and len(table.seeds.seeds) > 1:
+        figures += f"; {student.model} {table.seeds.summary('macro_f1').text()}"
+    if round(abs(gap), points) == 0:
+        return [f"- {student.model} and the reference {reference.model} tie ({figures})"]
+    if gap > 0:
+        ahead, behind = student.model, f"the reference {reference.model}"
+    else:
+        ahead, behind = f"the reference {reference.model}", student.model
+    return [f"- {ahead} is ahead of {behind} by {abs(gap):.{points}f} points ({figures})"]
+
+
+def _headline(table: ComparisonTable) -> list[str]:
+    summary = summarize(table.rows, table.roles)
     lines = []
     if summary.get("student_f1_over_teacher_f1") is not None:
         lines.append(
@@ -202,15 +274,24 @@ def _headline(summary: dict[str, Any]) -> list[str]:
         value = summary.get(f"teacher_latency_{batch}_over_student")
         if value is not None:
             lines.append(f"- torch latency at {batch}: teacher / student = {value:.1f}×")
-    if summary.get("kd_minus_hard_macro_f1") is not None:
+    lines += _reference_line(table)
+    if table.seeds is not None:
+        lines += table.seeds.lines()
+    elif summary.get("kd_minus_hard_macro_f1") is not None:  # a table without a seed study
         lines.append(
-            f"- distillation vs hard labels: {summary['kd_minus_hard_macro_f1']:+.4f} macro-F1"
+            f"- distillation vs hard labels: {summary['kd_minus_hard_macro_f1']:+.4f} macro-F1 "
+            "(one seed: no spread measured, no verdict)"
         )
     return lines
 
 
-def render_markdown(rows: list[ComparisonRow], roles: dict[str, str] | None = None) -> str:
-    """The table as Markdown, with the headline ratios underneath when the roles are known."""
+def render_markdown(
+    rows: list[ComparisonRow],
+    roles: dict[str, str] | None = None,
+    seeds: SeedStudy | None = None,
+) -> str:
+    """The table as Markdown, with the headline underneath when the roles are known."""
+    table = ComparisonTable(rows, dict(roles or {}), seeds)
     lines = [
         "# Model comparison (test split)",
         "",
@@ -219,8 +300,8 @@ def render_markdown(rows: list[ComparisonRow], roles: dict[str, str] | None = No
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join("---" for _ in HEADER) + "|",
     ]
-    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
-    headline = _headline(summarize(rows, roles or {}))
+    lines += ["| " + " | ".join(table_cells(r, table.decimals())) + " |" for r in rows]
+    headline = _headline(table)
     if headline:
         lines += ["", *headline]
     return "\n".join(lines) + "\n"

@@ -2,13 +2,20 @@
 
 The teacher's logits on the training windows are computed once (eval mode, no gradient,
 batched) and cached; the student then trains with the shared `fit` loop and the KD loss. A
-hard-label student of the same architecture, seed and budget is the control that shows what
-distillation adds, and the comparison table puts teacher, KD student and hard-label student
+hard-label student of the same architecture, budget, seed and label smoothing is the control
+that shows what distillation adds (`converters.students`). One seed's pair cannot tell that
+gain from seed-to-seed noise, so `distill.seeds` (`--seeds`) trains both students for the seeds
+distill.train.seed + 0 … N−1: the primary seed's pair goes where it always did (OUT and
+OUT/baseline), the others to OUT/seeds/seed-<seed>/ and OUT/seeds/seed-<seed>/baseline/, and
+the table's seed study (`converters.seed_study`) reports each one's spread and the paired
+difference KD − hard. The comparison table puts teacher, the primary KD and hard-label
+students and the reference (window statistics + gradient boosting, `converters.reference`)
 side by side on the test split.
 
 Under `torchrun` (see the README, "Train on GPUs") every rank trains every student in step
-with the others; rank 0 alone computes the teacher's logits (or reads their cache), times the
-models and writes every file, and hands the logits to the other ranks (`share_from_main`).
+with the others; rank 0 alone computes the teacher's logits (or reads their cache), fits the
+reference, times the models and writes every file, and hands the logits to the other ranks
+(`share_from_main`).
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +34,15 @@ from torch import nn
 
 from converters.comparison import (
     ComparisonRow,
-    load_comparison,
-    render_text,
+    load_table,
     reset_comparison,
     update_comparison,
 )
 from converters.errors import ConverterError
 from converters.outcome import Outcome
+from converters.reference import reference_row
 from converters.search import SEARCH_REPORT, search_students
+from converters.seed_study import SeedStudy, seeds_text
 from converters.students import (
     StudentRun,
     main_rank_only,
@@ -47,7 +57,7 @@ from edge_lstm.checkpoint import (
     meta_for,
     save_checkpoint,
 )
-from edge_lstm.config import Config, load_config
+from edge_lstm.config import Config, TrainConfig, load_config
 from edge_lstm.data import PreparedData, prepare_data
 from edge_lstm.data.alignment import align_windows
 from edge_lstm.data.normalization import Normalization
@@ -66,6 +76,7 @@ LOGITS_KEY_FILE = "teacher_logits.json"
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "training_curve.png"
 SEARCH_DIR = "search"
+SEEDS_DIR = "seeds"
 LATENCY_BATCHES = (1, 256)
 
 
@@ -100,20 +111,24 @@ def load_teacher(teacher_dir: Path, prepared: PreparedData) -> LoadedCheckpoint:
     return teacher
 
 
-def _teacher_logits_now(
-    teacher: LoadedCheckpoint, prepared: PreparedData, x: np.ndarray
-) -> np.ndarray:
-    """Teacher logits in the data's class order for windows of the data's normalization."""
+def _teacher_view(teacher: LoadedCheckpoint, prepared: PreparedData, x: np.ndarray) -> np.ndarray:
+    """Windows of the data's normalization in the teacher's features and normalization."""
     meta = teacher.meta
-    aligned = align_windows(
+    return align_windows(
         x,
         prepared.features,
         prepared.normalization,
         meta.features,
         Normalization.from_dict(meta.normalization),
     )
-    logits = predict_logits(teacher.model, aligned)
-    order = [meta.classes.index(c) for c in prepared.classes]
+
+
+def _teacher_logits_now(
+    teacher: LoadedCheckpoint, prepared: PreparedData, x: np.ndarray
+) -> np.ndarray:
+    """Teacher logits in the data's class order for windows of the data's normalization."""
+    logits = predict_logits(teacher.model, _teacher_view(teacher, prepared, x))
+    order = [teacher.meta.classes.index(c) for c in prepared.classes]
     return logits[:, order]
 
 
@@ -222,32 +237,55 @@ def torch_row(
     )
 
 
+def student_seeds(cfg: Config, seeds: int | None = None) -> tuple[int, ...]:
+    """The seeds both students train for: distill.train.seed + 0 … N−1, N = `seeds` (default
+    distill.seeds); the first is the primary seed."""
+    first = cfg.distill.train.seed
+    return tuple(first + k for k in range(seeds or cfg.distill.seeds))
+
+
+def seed_folder(out_dir: Path, k: int, seed: int) -> Path:
+    """Where the KD student of the k-th seed goes (its hard-label student in baseline/ below):
+    out_dir itself for the primary seed (k = 0), else out_dir/seeds/seed-<seed>."""
+    return out_dir if k == 0 else out_dir / SEEDS_DIR / f"seed-{seed}"
+
+
+def _remove_other_seeds(out_dir: Path, seeds: tuple[int, ...]) -> None:
+    """Drops seed folders an earlier run with more seeds left: the table no longer counts them."""
+    keep = {seed_folder(out_dir, k, seed) for k, seed in enumerate(seeds)}
+    for folder in sorted((out_dir / SEEDS_DIR).glob("seed-*")):
+        if folder not in keep:
+            shutil.rmtree(folder)
+    if (out_dir / SEEDS_DIR).is_dir() and not any((out_dir / SEEDS_DIR).iterdir()):
+        (out_dir / SEEDS_DIR).rmdir()
+
+
 def _train_kd_student(
     cfg: Config,
     prepared: PreparedData,
     teacher: LoadedCheckpoint,
     soft: np.ndarray,
     out_dir: Path,
+    train_cfg: TrainConfig,
     resume: bool = False,
-) -> ComparisonRow | None:
-    """Trains the KD student of the config; rank 0 saves it into out_dir and returns its table
-    row (None on the other ranks)."""
+) -> StudentRun:
+    """Trains the KD student of the config on `train_cfg`; rank 0 saves it into out_dir."""
     dcfg, name = cfg.distill, student_name(cfg.student)
     if is_main_process():
         log.info(
-            "distilling %s (%d params) into %s: T=%g alpha=%g, %d train windows",
+            "distilling %s (%d params) into %s: T=%g alpha=%g, seed %d, %d train windows",
             teacher.meta.name, teacher.meta.n_parameters, name, dcfg.temperature, dcfg.alpha,
-            len(prepared.train.y),
+            train_cfg.seed, len(prepared.train.y),
         )  # fmt: skip
     kd = train_student(
         prepared,
         cfg.student,
-        dcfg.train,
+        train_cfg,
         cfg.data.class_balance,
         soft_targets=soft,
         temperature=dcfg.temperature,
         alpha=dcfg.alpha,
-        desc="distill",
+        desc="distill" if train_cfg.seed == dcfg.train.seed else f"distill seed {train_cfg.seed}",
         state_path=out_dir / STATE_FILE,
         resume=resume,
     )
@@ -255,41 +293,76 @@ def _train_kd_student(
         "loss": "kd",
         "temperature": dcfg.temperature,
         "alpha": dcfg.alpha,
+        "label_smoothing": train_cfg.label_smoothing,
+        "seed": train_cfg.seed,
         "teacher": str(teacher.path.resolve()),
         "teacher_version": teacher.meta.version,
     }
-    notes = f"distilled (T={dcfg.temperature:g}, α={dcfg.alpha:g})"
-
-    def save() -> ComparisonRow:
-        _save_student(kd, cfg, prepared, out_dir, name, kd_info)
-        return torch_row(name, kd.model, out_dir, kd.test, _shape(cfg, prepared), notes)
-
-    return main_rank_only(save)
+    main_rank_only(lambda: _save_student(kd, cfg, prepared, out_dir, name, kd_info))
+    return kd
 
 
-def _train_baseline(
-    cfg: Config, prepared: PreparedData, out_dir: Path, resume: bool = False
-) -> ComparisonRow | None:
-    """The same student on hard labels only; rank 0 saves it into out_dir/baseline and returns
-    its row (None on the other ranks)."""
+def _train_hard_student(
+    cfg: Config,
+    prepared: PreparedData,
+    out_dir: Path,
+    train_cfg: TrainConfig,
+    resume: bool = False,
+) -> StudentRun:
+    """The same student on hard labels only, on the same `train_cfg` (label smoothing
+    included); rank 0 saves it into out_dir/baseline."""
     folder = out_dir / BASELINE_DIR
+    primary = train_cfg.seed == cfg.distill.train.seed
     hard = train_student(
         prepared,
         cfg.student,
-        cfg.distill.train,
+        train_cfg,
         cfg.data.class_balance,
-        desc="hard labels",
+        desc="hard labels" if primary else f"hard labels seed {train_cfg.seed}",
         state_path=folder / STATE_FILE,
         resume=resume,
     )
-    name = f"{student_name(cfg.student)}-hard"
+    info = {"loss": "ce", "label_smoothing": train_cfg.label_smoothing, "seed": train_cfg.seed}
+    main_rank_only(lambda: _save_student(hard, cfg, prepared, folder, _hard_name(cfg), info))
+    return hard
 
-    def save() -> ComparisonRow:
-        _save_student(hard, cfg, prepared, folder, name, {"loss": "ce"})
-        shape = _shape(cfg, prepared)
-        return torch_row(name, hard.model, folder, hard.test, shape, "hard labels only")
 
-    return main_rank_only(save)
+def _hard_name(cfg: Config) -> str:
+    return f"{student_name(cfg.student)}-hard"
+
+
+def _student_rows(
+    cfg: Config, prepared: PreparedData, out_dir: Path, kd: StudentRun, hard: StudentRun | None
+) -> list[ComparisonRow]:
+    """The primary seed's rows: the KD student (out_dir) and the hard-label one (baseline/)."""
+    dcfg, shape = cfg.distill, _shape(cfg, prepared)
+    smoothing = f"label smoothing {dcfg.train.label_smoothing:g}"
+    notes = f"distilled (T={dcfg.temperature:g}, α={dcfg.alpha:g}, {smoothing})"
+    rows = [torch_row(student_name(cfg.student), kd.model, out_dir, kd.test, shape, notes)]
+    if hard is not None:
+        folder = out_dir / BASELINE_DIR
+        notes = f"hard labels only ({smoothing})"
+        rows.append(torch_row(_hard_name(cfg), hard.model, folder, hard.test, shape, notes))
+    return rows
+
+
+def _seed_study(
+    cfg: Config, seeds: tuple[int, ...], pairs: list[tuple[StudentRun, StudentRun | None]]
+) -> SeedStudy:
+    """The students' test figures per seed, and the budget both got."""
+
+    def per_seed(runs: list[StudentRun]) -> dict[str, tuple[float, ...]]:
+        return {m: tuple(float(r.test[m]) for r in runs) for m in ("macro_f1", "accuracy")}
+
+    hards = [hard for _, hard in pairs if hard is not None]
+    return SeedStudy(
+        seeds=seeds,
+        training=cfg.distill.train.model_dump(mode="json"),
+        kd_model=student_name(cfg.student),
+        kd=per_seed([kd for kd, _ in pairs]),
+        hard_model=_hard_name(cfg) if hards else None,
+        hard=per_seed(hards) if hards else None,
+    )
 
 
 def _teacher_row(teacher: LoadedCheckpoint, prepared: PreparedData, window: int) -> ComparisonRow:
@@ -317,11 +390,14 @@ def distill(
     baseline: bool = True,
     search: bool = False,
     resume: bool = False,
+    seeds: int | None = None,
 ) -> Path:
     """Writes the KD student (out_dir), the hard-label baseline (out_dir/baseline) and the table.
 
     Returns out_dir; the table is out_dir/comparison.json and comparison.md, the student search
-    (`search=True`) goes to out_dir/search/.
+    (`search=True`) goes to out_dir/search/. `seeds` (default distill.seeds) trains both
+    students for seeds distill.train.seed + 0 … N−1; the seeds after the first go to
+    out_dir/seeds/seed-<seed>/ (`seed_folder`) and into the table's seed study.
 
     Under torchrun every rank calls this and trains every student; only rank 0 writes, and
     every rank returns once rank 0 has written everything. The KD and hard-label students save
@@ -334,11 +410,39 @@ def distill(
     teacher = load_teacher(Path(teacher_dir), prepared)
     soft = teacher_soft_targets(teacher, prepared, out_dir, cfg.distill.cache_teacher_logits)
     teacher_row = main_rank_only(lambda: _teacher_row(teacher, prepared, cfg.data.window))
-    rows = [teacher_row, _train_kd_student(cfg, prepared, teacher, soft, out_dir, resume)]
-    if baseline:
-        rows.append(_train_baseline(cfg, prepared, out_dir, resume))
-    main_rank_only(lambda: _write_comparison(out_dir / COMPARISON_FILE, rows))
-    states = (out_dir / STATE_FILE, out_dir / BASELINE_DIR / STATE_FILE)
+    train = cfg.distill.train
+    seed_list = student_seeds(cfg, seeds)
+    pairs: list[tuple[StudentRun, StudentRun | None]] = []
+    for k, seed in enumerate(seed_list):
+        folder = seed_folder(out_dir, k, seed)
+        train_cfg = train.model_copy(update={"seed": seed})
+        kd = _train_kd_student(cfg, prepared, teacher, soft, folder, train_cfg, resume)
+        hard = _train_hard_student(cfg, prepared, folder, train_cfg, resume) if baseline else None
+        pairs.append((kd, hard))
+        if is_main_process():
+            log.info(
+                "seed %d (%d of %d): test macro-F1 KD %.4f%s", seed, k + 1, len(seed_list),
+                kd.test["macro_f1"], "" if hard is None else f", hard {hard.test['macro_f1']:.4f}",
+            )  # fmt: skip
+
+    def write_table() -> None:
+        assert teacher_row is not None  # rank 0 made it
+        students = _student_rows(cfg, prepared, out_dir, *pairs[0])
+        view = partial(_teacher_view, teacher, prepared)
+        reference = reference_row(teacher, prepared, view, train.seed)
+        study = _seed_study(cfg, seed_list, pairs)
+        _write_comparison(out_dir / COMPARISON_FILE, [teacher_row, *students, reference], study)
+        _remove_other_seeds(out_dir, seed_list)
+
+    main_rank_only(write_table)
+    states = [
+        state
+        for k, seed in enumerate(seed_list)
+        for state in (
+            seed_folder(out_dir, k, seed) / STATE_FILE,
+            seed_folder(out_dir, k, seed) / BASELINE_DIR / STATE_FILE,
+        )
+    ]
     main_rank_only(lambda: [remove_train_state(state) for state in states])
     if search:
         teacher_f1 = main_rank_only(lambda: _teacher_val_f1(teacher, prepared))
@@ -346,12 +450,15 @@ def distill(
     return out_dir
 
 
-def _write_comparison(json_path: Path, rows: list[ComparisonRow | None]) -> None:
-    """A fresh table of the teacher, the KD student and (when trained) the hard-label one."""
-    present = [r for r in rows if r is not None]
-    roles = dict(zip(("teacher", "student", "baseline"), (r.model for r in present), strict=False))
+def _write_comparison(json_path: Path, rows: list[ComparisonRow], study: SeedStudy) -> None:
+    """A fresh table of the teacher, the KD student, the hard-label one (when trained) and the
+    reference, in that order, with the students' seed study."""
+    teacher, kd, *hard, reference = rows
+    roles = {"teacher": teacher.model, "student": kd.model, "reference": reference.model}
+    if hard:
+        roles["baseline"] = hard[0].model
     reset_comparison(json_path)
-    update_comparison(json_path, present, roles)
+    update_comparison(json_path, rows, roles, study)
 
 
 def _teacher_val_f1(teacher: LoadedCheckpoint, prepared: PreparedData) -> float | None:
@@ -369,9 +476,11 @@ def run_distill(
     baseline: bool | None,
     search: bool,
     resume: bool = False,
+    seeds: int | None = None,
 ) -> Outcome:
     """`edgelstm distill`: `distill` with the config at `config_path` (`baseline` None means
-    distill.baseline), timed, with the comparison table to print.
+    distill.baseline, `seeds` None distill.seeds), timed, with the comparison table and its
+    headline to print.
 
     Under torchrun a rank other than 0 returns an outcome that lists no files (it wrote none)
     and whose summary says so in one line.
@@ -380,7 +489,13 @@ def run_distill(
     cfg = load_config(config_path)
     with_baseline = cfg.distill.baseline if baseline is None else baseline
     out = distill(
-        cfg, teacher_dir, out_dir, baseline=with_baseline, search=search, resume=resume
+        cfg,
+        teacher_dir,
+        out_dir,
+        baseline=with_baseline,
+        search=search,
+        resume=resume,
+        seeds=seeds,
     )
     if not is_main_process():
         return _OtherRank(
@@ -391,11 +506,18 @@ def run_distill(
         files.append(f"{BASELINE_DIR}/{WEIGHTS_FILE}")
     if search:
         files.append(f"{SEARCH_DIR}/{SEARCH_REPORT}")
+    details = [load_table(out / COMPARISON_FILE).text()]
+    extra = student_seeds(cfg, seeds)[1:]
+    if extra:
+        details.append(
+            f"{seeds_text(extra)}: students in {out / SEEDS_DIR}/seed-<seed>/"
+            + (f" (hard labels in .../{BASELINE_DIR}/)" if with_baseline else "")
+        )
     return Outcome(
         folder=out,
         files=files,
         next=f"edgelstm export {out} --out <deployment folder>",
-        details=[render_text(load_comparison(out / COMPARISON_FILE))],
+        details=details,
         result=out,
         seconds=time.perf_counter() - started,
     )

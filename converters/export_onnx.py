@@ -1,8 +1,13 @@
 """The `onnx` target (`edgelstm export`): a checkpoint becomes a parity-checked deployment folder.
 
 Writes model.onnx (window graph), step.onnx (the student's loop-free cell) and manifest.json.
-The graphs come from `converters.torch_to_onnx`; each is compared with PyTorch on real test
-windows before anything is moved into the folder.
+The graphs come from `converters.torch_to_onnx`; each is compared with PyTorch on a stratified
+sample of real held-out windows (test and validation splits: every class, several runs each,
+`converters.parity.sample_windows`) before anything is moved into the folder.
+
+The manifest's `temperature` is fitted here on the validation windows' logits of the exported
+window graph (`edge_lstm.calibration`), so the gateway's probabilities, and with them its
+debounce threshold, are calibrated; ECE and Brier before and after go into manifest.metrics.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from converters.errors import ConverterError
 from converters.onnx_files import finish_onnx, onnx_metadata, op_counts
 from converters.outcome import Outcome
 from converters.parity import (
+    ParitySample,
     StepGraph,
     compare_logits,
     graph_latency,
     ort_session,
+    sample_windows,
     step_graph_logits,
     torch_logits,
     window_logits,
@@ -29,6 +36,7 @@ from converters.parity import (
 from converters.staging import Stage, staged
 from converters.targets import Target, convert, get_target
 from converters.torch_to_onnx import export_step_graph, export_window_graph
+from edge_lstm.calibration import calibration_report, fit_temperature
 from edge_lstm.config import Config, config_from_dict
 from edge_lstm.metrics import softmax
 from runtime.errors import ManifestError
@@ -156,16 +164,25 @@ def _add_comparison_rows(manifest: Manifest, n_parameters: int) -> None:
     update_comparison(Path(table), [row])
 
 
+def parity_sample(data: Any, windows: int) -> ParitySample:
+    """About `windows` held-out windows (test and validation), split evenly over the classes
+    present, at least one each, spread over several runs of each class."""
+    splits = [data.test, data.val]
+    present = np.unique(np.concatenate([s.y for s in splits])).size
+    return sample_windows(
+        splits, "test and validation splits", per_class=max(1, windows // max(present, 1))
+    )
+
+
 def _export_checked(
-    target: Target, model: Any, stage: Path, manifest: Manifest, test_x: np.ndarray, cfg: Config
+    target: Target, model: Any, stage: Path, manifest: Manifest, x: np.ndarray, cfg: Config
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Writes the graphs into `stage` and checks each against PyTorch on the first
-    export.parity_windows test windows; returns {graph: file} and the parity figures."""
-    x = test_x[: cfg.export.parity_windows]
+    """Writes the graphs into `stage` and checks each against PyTorch on the parity sample
+    `x`; returns {graph: file} and the parity figures."""
     reference = torch_logits(model, x)
     tolerance = cfg.export.parity_tolerance
     files = {"window": target.file_name("window")}
-    export_window_graph(model, stage / files["window"], test_x[:2], cfg.export.opset)
+    export_window_graph(model, stage / files["window"], x[:2], cfg.export.opset)
     by_window = window_logits(ort_session(stage / files["window"]), x)
     parity = {"window": compare_logits("window", reference, by_window, tolerance)}
     if manifest.model_kind == "student":
@@ -179,6 +196,21 @@ def _export_checked(
     for graph_name, file in files.items():
         finish_onnx(stage / file, onnx_metadata(manifest, graph_name, target.precision))
     return files, parity
+
+
+def calibrate(window_file: Path, manifest: Manifest, data: Any) -> dict[str, Any]:
+    """Sets manifest.temperature from the validation windows (1.0, with a warning and a note,
+    when there are none) and returns the calibration figures for manifest.metrics."""
+    if len(data.val.x) == 0:
+        log.warning(
+            "the validation split has no windows: temperature left at 1.0 (uncalibrated "
+            "probabilities); give data.split.val a share with whole runs to calibrate"
+        )
+        manifest.temperature = 1.0
+        return {"temperature": 1.0, "note": "no validation windows: temperature not fitted"}
+    logits = window_logits(ort_session(window_file), data.val.x)
+    manifest.temperature = fit_temperature(logits, data.val.y)
+    return {"split": "val", **calibration_report(logits, data.val.y, manifest.temperature)}
 
 
 def _test_metrics(window_file: Path, manifest: Manifest, data: Any) -> dict[str, Any]:
@@ -196,8 +228,23 @@ def _report_lines(manifest: Manifest) -> list[str]:
         f"{result['windows']} windows, argmax identical"
         for graph, result in manifest.metrics["parity"].items()
     ]
+    coverage = manifest.metrics["parity_coverage"]
+    lines.append(
+        f"parity sample ({coverage['source']}): {coverage['classes']} classes, "
+        f"{coverage['runs']} runs"
+    )
     test = manifest.metrics["onnx_test"]
-    return [*lines, f"ONNX window graph on the test split: macro-F1 {test['macro_f1']:.4f}"]
+    lines.append(f"ONNX window graph on the test split: macro-F1 {test['macro_f1']:.4f}")
+    calibration = manifest.metrics["calibration"]
+    if "before" not in calibration:
+        return [*lines, f"temperature 1.0 ({calibration['note']})"]
+    before, after = calibration["before"], calibration["after"]
+    return [
+        *lines,
+        f"temperature {manifest.temperature:.3g} fitted on {calibration['windows']} validation "
+        f"windows: ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
+        f"Brier {before['brier']:.4f} -> {after['brier']:.4f}",
+    ]
 
 
 def export_onnx(
@@ -222,12 +269,16 @@ def export_onnx(
     manifest = _new_manifest(meta, ckpt.path, cfg.export.opset)
     data = prepare_matching_data(cfg, data_path, manifest)
     out_dir = Path(out_dir)
+    sample = parity_sample(data, cfg.export.parity_windows)
     with staged(out_dir, "export") as stage:
-        files, parity = _export_checked(target, model, stage.path, manifest, data.test.x, cfg)
+        files, parity = _export_checked(target, model, stage.path, manifest, sample.x, cfg)
+        window_file = stage.path / files["window"]
         manifest.metrics = {
             "parity": parity,
             "parity_tolerance": cfg.export.parity_tolerance,
-            "onnx_test": _test_metrics(stage.path / files["window"], manifest, data),
+            "parity_coverage": sample.describe(manifest.classes),
+            "onnx_test": _test_metrics(window_file, manifest, data),
+            "calibration": calibrate(window_file, manifest, data),
             "checkpoint": meta.metrics,
         }
         for graph, file in files.items():

@@ -1,6 +1,13 @@
 """Writing int8 ONNX graphs with ONNX Runtime's quantizer: dynamic, static QDQ, and static QDQ
 in the form TensorRT's explicit quantization parses (see converters/quantize.py for which
-artifact each is and how they are checked).
+artifact each is and how they are checked), and the facts checked on what they wrote: weight
+scale layout, recurrent ops left fp32, batch invariance, TensorRT's Q/DQ form.
+
+Weights are quantized per channel (one scale per output column) in every mode: ONNX Runtime
+supports it for every op we quantize (MatMulInteger and DynamicQuantizeLSTM in dynamic mode,
+QDQ MatMul/Gemm in static mode; measured on the test students: argmax agreement and logits
+error as good as per-tensor or better), and one large weight then coarsens only its own
+column instead of the whole matrix.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from converters.errors import ConverterError
-from converters.onnx_files import op_counts
+from converters.onnx_files import LOOP_OPS, op_counts
 from converters.parity import (
     StepGraph,
     ort_session,
@@ -41,6 +48,9 @@ QUANTIZED_OPS = (
 )
 STATIC_OP_TYPES = ["MatMul", "Gemm"]
 CALIBRATION_BATCH = 64
+# largest probability change a window may show alone vs batched and still count as invariant
+# (float32 rounding; constant-scale graphs measured exactly 0)
+BATCH_INVARIANCE_TOLERANCE = 1e-6
 # ops that only move or index a tensor: a state input seen through them is still the state
 DATA_MOVEMENT_OPS = frozenset(
     {"Gather", "Slice", "Split", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Transpose",
@@ -85,11 +95,16 @@ def pick_calibration_windows(cfg: Config, train_x: np.ndarray, n: int) -> np.nda
 
 
 class SkipPreprocessAdvice(logging.Filter):
-    """Drops ONNX Runtime's "consider pre-processing" notice, printed on every call: our graphs
-    come from the exporter with constants folded, and each result is scored on the test split."""
+    """Drops ONNX Runtime's "consider pre-processing" notice, printed on every call (our graphs
+    come from the exporter with constants folded, and each result is scored), and its
+    "quantization parameters ... not specified" lines, one per activation in dynamic mode,
+    which picks those parameters per call by design."""
+
+    NOTICES = ("pre-processing before quantization", "Quantization parameters for tensor")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
+        message = record.getMessage()
+        return not any(notice in message for notice in self.NOTICES)
 
 
 @contextmanager
@@ -107,7 +122,60 @@ def dynamic_file(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet_quantizer():
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
+
+
+def fp32_recurrent_ops(path: Path) -> list[str]:
+    """The fused recurrent ops (LSTM, GRU, ...) a quantized graph still runs in fp32: a window
+    graph with one gains nothing from int8 (its weights and time are the recurrent op's)."""
+    return sorted(set(op_counts(path)) & LOOP_OPS)
+
+
+def weight_scales(path: Path) -> dict[str, Any]:
+    """How the int8 weights of `path` are scaled: how many per channel (a vector of scales),
+    and the names of those per tensor (one scale), which only an op without per-channel
+    support would leave.
+
+    Reads ONNX Runtime's naming (`W_quantized` with `W_scale`); a graph whose weights stay
+    float with Q/DQ pairs (the TensorRT form) has none of those, `check_tensorrt_qdq` covers it.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in onnx.load(str(path)).graph.initializer}
+    per_tensor: list[str] = []
+    per_channel = 0
+    for name, init in inits.items():
+        scale = inits.get(name.removesuffix("_quantized") + "_scale")
+        if not name.endswith("_quantized") or init.data_type != onnx.TensorProto.INT8 or not scale:
+            continue
+        if numpy_helper.to_array(scale).size > 1:
+            per_channel += 1
+        else:
+            per_tensor.append(name.removesuffix("_quantized"))
+    return {"per_channel": per_channel, "per_tensor": per_tensor}
+
+
+def batch_invariance(path: Path, manifest: Manifest, x: np.ndarray) -> dict[str, Any]:
+    """Whether a window's probabilities from the step graph `path` depend on the other windows
+    in its step calls, as they do on a gateway that batches many devices' readings.
+
+    Each window of x[N, W, F] runs alone (batch 1, W steps) and once in one batch with all the
+    others; `max_batch_diff` is the largest probability difference. Constant (calibrated)
+    scales make each row independent; DynamicQuantizeLinear picks its scale from the whole
+    batch of each call, so a dynamic graph's answer moves with its neighbours.
+    """
+    from edge_lstm.metrics import softmax
+
+    graph = StepGraph(ort_session(path), manifest)
+    alone = np.concatenate([step_graph_logits(graph, x[i : i + 1]) for i in range(len(x))])
+    together = step_graph_logits(graph, x, batch=len(x))
+    diff = float(np.abs(softmax(alone) - softmax(together)).max())
+    return {
+        "batch_invariant": diff <= BATCH_INVARIANCE_TOLERANCE,
+        "max_batch_diff": diff,
+        "batch_check_windows": len(x),
+    }
 
 
 def state_path_tensors(model: Any, state_names: tuple[str, ...]) -> set[str]:
@@ -186,7 +254,7 @@ def static_file(
                 FeedReader(),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=STATIC_OP_TYPES,
-                per_channel=tensorrt,
+                per_channel=True,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,

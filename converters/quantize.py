@@ -5,7 +5,25 @@ DynamicQuantizeLSTM; its GRU op has no int8 kernel and stays fp32). static: QDQ 
 calibrated on real training windows — the form TensorRT consumes for explicit INT8. Only
 MatMul/Gemm inputs are quantized, each consumer through its own Q/DQ pair, so the recurrent
 state itself (h, c and their element-wise updates) stays fp32: quantizing the state path put c
-off by up to 0.75 (docs/ARCHITECTURE.md, "Facts measured").
+off by up to 0.75 (docs/ARCHITECTURE.md, "Facts measured"). Weights are per channel in every
+mode (`converters.int8_graphs`); the artifact info counts them (`weight_scales`).
+
+The accuracy guard decides on the validation split: a variant whose validation macro-F1 drops
+more than the tolerance is refused. The test split is scored too, for the comparison table and
+the report, but never decides, so it stays a held-out estimate. Without validation windows the
+guard refuses to run unless `guard_split="test"` (`--guard-split test`) says to decide on the
+test split, which is then recorded in the artifact info and logged as a warning.
+
+A graph whose recurrent op stays fp32 after quantization (the window graph in static mode, a
+GRU's window graph in dynamic mode) is not written: it is no smaller and no faster, so an int8
+label on it would mislead. Its target's comparison row then comes from the step graph.
+
+Batch invariance: a gateway batches many devices' readings into one step call. Static scales
+are constants, so a window's probabilities do not depend on its neighbours in the call; dynamic
+quantization picks each call's activation scale from the whole batch, so they move. Each int8
+step artifact records `batch_invariant` and `max_batch_diff` (`int8_graphs.batch_invariance`
+on the held-out parity sample), and the batch-invariant static step artifact is the one
+recommended for serving once it passes the guard.
 
 static for TensorRT (`--mode static --for tensorrt`, artifact `step.int8-tensorrt`): the step
 graph in the Q/DQ form TensorRT's explicit quantization parses, which ONNX Runtime's defaults
@@ -23,6 +41,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +51,21 @@ from converters.errors import ConverterError
 from converters.export_onnx import REJECTED_DIR, prepare_matching_data
 from converters.int8_graphs import (
     QUANTIZED_OPS,
+    batch_invariance,
     calibration_feeds,
     check_tensorrt_qdq,
     dynamic_file,
+    fp32_recurrent_ops,
     pick_calibration_windows,
     static_file,
+    weight_scales,
 )
-from converters.onnx_files import LOOP_OPS, finish_onnx, onnx_metadata, op_counts, weight_bytes
+from converters.onnx_files import finish_onnx, onnx_metadata, op_counts, weight_bytes
 from converters.outcome import Outcome
 from converters.parity import (
     PARITY_SAMPLE_FILE,
     PARITY_SAMPLE_KEY,
+    ParitySample,
     StepGraph,
     graph_latency,
     ort_session,
@@ -63,6 +86,9 @@ from runtime.manifest import (
 
 log = logging.getLogger(__name__)
 
+GUARD_SPLITS = ("val", "test")
+_SPLIT_NAMES = {"val": "validation", "test": "test"}
+
 
 def _config(manifest: Manifest, deploy_dir: Path) -> Config:
     raw = manifest.provenance.get("config")
@@ -75,28 +101,40 @@ def _config(manifest: Manifest, deploy_dir: Path) -> Config:
 
 
 def _logits(path: Path, kind: str, manifest: Manifest, x: np.ndarray) -> np.ndarray:
-    """Test-split logits: window graphs directly, step graphs driven W steps."""
+    """Logits of a split: window graphs directly, step graphs driven W steps."""
     if kind == "window":
         return window_logits(ort_session(path), x)
     return step_graph_logits(StepGraph(ort_session(path), manifest), x)
 
 
-def _evaluate(
-    manifest: Manifest, kind: str, fp32: Path, int8: Path, test_x: np.ndarray, test_y: np.ndarray
-) -> dict[str, Any]:
-    """Size, macro-F1, argmax agreement and latency of the int8 graph next to its fp32 source."""
+def _scores(manifest: Manifest, kind: str, fp32: Path, int8: Path, windows: Any) -> dict[str, Any]:
+    """macro-F1 of the fp32 and the int8 graph, the int8 accuracy and their argmax agreement
+    on one split's windows."""
     from edge_lstm.metrics import compute_metrics, softmax
 
-    before, after = op_counts(fp32), op_counts(int8)
-    ref = _logits(fp32, kind, manifest, test_x)
-    out = _logits(int8, kind, manifest, test_x)
-    f1 = {
-        name: compute_metrics(softmax(logits), test_y, manifest.classes)["macro_f1"]
-        for name, logits in (("fp32", ref), ("int8", out))
-    }
-    accuracy = compute_metrics(softmax(out), test_y, manifest.classes)["accuracy"]
-    size_fp32, size_int8 = fp32.stat().st_size, int8.stat().st_size
+    ref = _logits(fp32, kind, manifest, windows.x)
+    out = _logits(int8, kind, manifest, windows.x)
+    before = compute_metrics(softmax(ref), windows.y, manifest.classes)
+    after = compute_metrics(softmax(out), windows.y, manifest.classes)
     return {
+        "macro_f1_fp32": before["macro_f1"],
+        "macro_f1": after["macro_f1"],
+        "macro_f1_drop_points": (before["macro_f1"] - after["macro_f1"]) * 100,
+        "accuracy": after["accuracy"],
+        "argmax_agreement": float((ref.argmax(axis=1) == out.argmax(axis=1)).mean()),
+        "windows": len(windows.y),
+    }
+
+
+def _evaluate(job: _Inputs, kind: str, fp32: Path, int8: Path) -> dict[str, Any]:
+    """Size, weight scales, test-split scores (for the table), the guard's figures on its
+    split, latency and, for a step graph, batch invariance, next to the fp32 source."""
+    manifest = job.manifest
+    before, after = op_counts(fp32), op_counts(int8)
+    test = _scores(manifest, kind, fp32, int8, job.data.test)
+    guard = _scores(manifest, kind, fp32, int8, job.data.split(job.guard_split))
+    size_fp32, size_int8 = fp32.stat().st_size, int8.stat().st_size
+    info: dict[str, Any] = {
         "graph": kind,
         "source": fp32.name,
         "size_bytes_fp32": size_fp32,
@@ -105,47 +143,87 @@ def _evaluate(
         "weight_bytes_fp32": weight_bytes(fp32),
         "weight_bytes": weight_bytes(int8),
         "weight_ratio": weight_bytes(int8) / weight_bytes(fp32),
-        "macro_f1_fp32": f1["fp32"],
-        "macro_f1": f1["int8"],
-        "macro_f1_drop_points": (f1["fp32"] - f1["int8"]) * 100,
-        "accuracy": accuracy,
-        "argmax_agreement": float((ref.argmax(axis=1) == out.argmax(axis=1)).mean()),
-        "test_windows": len(test_y),
+        "weight_scales": weight_scales(int8),
+        **{k: v for k, v in test.items() if k != "windows"},
+        "test_windows": test["windows"],
+        "guard": {
+            "split": job.guard_split,
+            **guard,
+            "tolerance_points": job.tolerance,
+            "passed": guard["macro_f1_drop_points"] <= job.tolerance,
+        },
         "quantized_ops": {op: n for op, n in after.items() if op in QUANTIZED_OPS},
-        "fp32_recurrent_ops": sorted(set(after) & LOOP_OPS),
         "op_counts_fp32": before,
         "op_counts": after,
-        "latency_ms_fp32": graph_latency(fp32, manifest, kind, test_x),
-        "latency_ms": graph_latency(int8, manifest, kind, test_x),
+        "latency_ms_fp32": graph_latency(fp32, manifest, kind, job.data.test.x),
+        "latency_ms": graph_latency(int8, manifest, kind, job.data.test.x),
     }
+    if kind == "step":
+        info.update(batch_invariance(int8, manifest, job.held_out.x))
+    return info
+
+
+def _serving_note(name: str, info: dict[str, Any]) -> str:
+    """What an accepted step artifact means for serving, from its batch-invariance figure."""
+    if info["batch_invariant"]:
+        return (
+            f"recommended for serving: batch-invariant (a window's probabilities alone and "
+            f"batched differ by at most {info['max_batch_diff']:.1g} over "
+            f"{info['batch_check_windows']} windows) and within the accuracy guard"
+        )
+    return (
+        f"not batch-invariant: a window's probabilities move by up to "
+        f"{info['max_batch_diff']:.3f} with the windows sharing its step call; serve "
+        "step.int8-static (`edgelstm quantize --mode static`) for results that do not depend "
+        f"on load, or {name} where that does not matter"
+    )
 
 
 def _add_comparison_rows(manifest: Manifest, target: Target, results: dict[str, dict]) -> None:
+    """The target's row in the comparison table: from its window graph, or from its step graph
+    (driven W steps) when the window graph was not worth quantizing.
+
+    The TensorRT form adds none: it is build-engine's input, and the engines get their rows.
+    """
     from converters.comparison import ComparisonRow, update_comparison
 
     table = manifest.provenance.get("comparison")
-    if not table or "window" not in results:
+    if not table or "window" not in target.sources or not results:
         return
-    window = results["window"]
-    notes = f"{target.name}; window graph ops {window['quantized_ops'] or 'none quantized'}"
-    if window["fp32_recurrent_ops"]:
-        notes += f", {'/'.join(window['fp32_recurrent_ops'])} stays fp32"
-    if "step" in results:
-        step = results["step"]
-        notes += (
-            f"; step graph {step['size_ratio']:.0%} of fp32 size, macro-F1 "
-            f"{step['macro_f1']:.4f}, {step['latency_ms']['b1']['median_ms']:.3f} ms/step at b1"
+    step = results.get("step")
+    step_ms = (
+        ""
+        if step is None
+        else f"{step['latency_ms']['b1']['median_ms']:.3f} ms/step at b1, "
+        f"{step['latency_ms']['b256']['median_ms']:.3f} ms at b256"
+    )
+    if "window" in results:
+        graph, name = results["window"], target.artifact_name("window")
+        notes = f"{target.name}; window graph ops {graph['quantized_ops'] or 'none quantized'}"
+        if step is not None:
+            notes += (
+                f"; step graph {step['size_ratio']:.0%} of fp32 size, macro-F1 "
+                f"{step['macro_f1']:.4f}, {step_ms}"
+            )
+        latency = {b: graph["latency_ms"][b]["median_ms"] for b in ("b1", "b256")}
+    else:
+        assert step is not None
+        graph, name = step, target.artifact_name("step")
+        why = step["not_written"].get(target.artifact_name("window"), "refused by the guard")
+        notes = (
+            f"{target.name}; step graph driven W steps (window graph not written: {why}); {step_ms}"
         )
+        latency = {"b1": None, "b256": None}  # a step call scores no window: see the notes
     row = ComparisonRow(
         model=manifest.model_name,
         runtime="onnxruntime",
         precision=target.precision,
-        macro_f1=window["macro_f1"],
-        accuracy=window["accuracy"],
+        macro_f1=graph["macro_f1"],
+        accuracy=graph["accuracy"],
         parameters=None,
-        size_bytes=manifest.artifacts[target.artifact_name("window")].size_bytes,
-        latency_ms_b1=window["latency_ms"]["b1"]["median_ms"],
-        latency_ms_b256=window["latency_ms"]["b256"]["median_ms"],
+        size_bytes=manifest.artifacts[name].size_bytes,
+        latency_ms_b1=latency["b1"],
+        latency_ms_b256=latency["b256"],
         notes=notes,
     )
     update_comparison(Path(table), [row])
@@ -155,10 +233,12 @@ def _ms(latency: dict[str, Any], batch: str) -> str:
     return f"{latency[batch]['median_ms']:.3f}"
 
 
-def result_lines(results: dict[str, dict[str, Any]]) -> list[str]:
-    """The table `edgelstm quantize` prints: one row per int8 artifact, fp32 -> int8."""
+def result_lines(results: dict[str, dict[str, Any]], skipped: dict[str, str]) -> list[str]:
+    """The table `edgelstm quantize` prints: one row per int8 artifact, fp32 -> int8 (test
+    split), then per artifact its ops, the guard's figures and what it means for serving, and
+    the graphs not written."""
     header = (
-        f"{'artifact':<22} {'size fp32 -> int8':>36} {'macro-F1 fp32 -> int8':>23} "
+        f"{'artifact':<22} {'size fp32 -> int8':>36} {'test macro-F1 fp32 -> int8':>28} "
         f"{'agree':>6} {'ms b1 fp32/int8':>16} {'ms b256 fp32/int8':>18}"
     )
     lines = [header]
@@ -171,14 +251,27 @@ def result_lines(results: dict[str, dict[str, Any]]) -> list[str]:
         b1 = f"{_ms(r['latency_ms_fp32'], 'b1')}/{_ms(r['latency_ms'], 'b1')}"
         b256 = f"{_ms(r['latency_ms_fp32'], 'b256')}/{_ms(r['latency_ms'], 'b256')}"
         lines.append(
-            f"{name:<22} {size:>36} {f1:>23} {r['argmax_agreement']:>6.1%} {b1:>16} {b256:>18}"
+            f"{name:<22} {size:>36} {f1:>28} {r['argmax_agreement']:>6.1%} {b1:>16} {b256:>18}"
         )
     for name, r in results.items():
         ops = ", ".join(f"{op} x{n}" for op, n in r["quantized_ops"].items()) or "none"
-        fp32 = (
-            f"; {'/'.join(r['fp32_recurrent_ops'])} stays fp32" if r["fp32_recurrent_ops"] else ""
+        scales = r["weight_scales"]
+        per_tensor = (
+            f", per tensor: {', '.join(scales['per_tensor'])}" if scales["per_tensor"] else ""
         )
-        lines.append(f"{name}: quantized ops {ops}{fp32}")
+        lines.append(
+            f"{name}: quantized ops {ops}; {scales['per_channel']} weights per channel{per_tensor}"
+        )
+        g = r["guard"]
+        lines.append(
+            f"{name}: accuracy guard on the {_SPLIT_NAMES[g['split']]} split ({g['windows']} "
+            "windows): macro-F1 "
+            f"{g['macro_f1_fp32']:.4f} -> {g['macro_f1']:.4f} ({-g['macro_f1_drop_points']:+.2f} "
+            f"points; tolerance {g['tolerance_points']:g})"
+        )
+        if "serving" in r:
+            lines.append(f"{name}: {r['serving']}")
+    lines += [f"{name}: not written: {why}" for name, why in skipped.items()]
     lines.append("latency: ms per call, 1 thread; window graphs per window, step graphs per step")
     return lines
 
@@ -189,7 +282,8 @@ Writer = Callable[[str, Path, Path], None]
 
 @dataclass
 class _Inputs:
-    """A deployment folder, the config and data it was exported from, and the tolerance."""
+    """A deployment folder, the config and data it was exported from, the tolerance and the
+    split the accuracy guard decides on."""
 
     target: Target
     deploy_dir: Path
@@ -197,6 +291,7 @@ class _Inputs:
     cfg: Config
     data: Any
     tolerance: float
+    guard_split: str
 
     @classmethod
     def load(
@@ -205,6 +300,7 @@ class _Inputs:
         deploy_dir: Path,
         tolerance_points: float | None,
         data_path: Path | None,
+        guard_split: str | None,
     ) -> _Inputs:
         manifest = Manifest.load(deploy_dir)
         cfg = _config(manifest, deploy_dir)
@@ -212,18 +308,46 @@ class _Inputs:
         if tolerance < 0:
             raise ConverterError(f"--tolerance must be >= 0 macro-F1 points, got {tolerance:g}")
         data = prepare_matching_data(cfg, data_path, manifest)
-        return cls(target, deploy_dir, manifest, cfg, data, tolerance)
+        return cls(
+            target, deploy_dir, manifest, cfg, data, tolerance, _guard_split(data, guard_split)
+        )
+
+    @cached_property
+    def held_out(self) -> ParitySample:
+        """The stratified test and validation windows (the parity sample's recipe)."""
+        return sample_windows([self.data.test, self.data.val], "test and validation splits")
 
 
-def _quantize_graph(job: _Inputs, stage: Stage, kind: str, write: Writer) -> tuple[str, dict]:
-    """Writes the int8 variant of one graph into the stage; returns its file and figures."""
-    target, manifest = job.target, job.manifest
-    src = manifest.verified_path(job.deploy_dir, kind)
-    file = target.file_name(kind)
+def _guard_split(data: Any, asked: str | None) -> str:
+    """The split the accuracy guard decides on: validation, or the test split when asked for
+    explicitly (a warning: its figures are then no longer held out from the decision)."""
+    split = asked or "val"
+    if split not in GUARD_SPLITS:
+        raise ConverterError(
+            f"--guard-split must be one of {', '.join(GUARD_SPLITS)}, not {split!r}"
+        )
+    if split == "test":
+        log.warning(
+            "the accuracy guard decides on the test split (--guard-split test): its int8 "
+            "figures are no longer an unbiased estimate"
+        )
+    elif len(data.val.y) == 0:
+        raise ConverterError(
+            "the data has no validation windows, and the accuracy guard decides on validation "
+            "windows so that the test split stays held out; give the config a validation split "
+            "(data.split.val > 0) and export again, or pass --guard-split test to decide on the "
+            "test split"
+        )
+    return split
+
+
+def _write_graph(job: _Inputs, stage: Stage, kind: str, write: Writer) -> tuple[str, list[str]]:
+    """Writes the int8 variant of one graph into the stage; returns its file and the recurrent
+    ops it left fp32."""
+    src = job.manifest.verified_path(job.deploy_dir, kind)
+    file = job.target.file_name(kind)
     write(kind, src, stage.path / file)
-    finish_onnx(stage.path / file, onnx_metadata(manifest, kind, target.precision))
-    info = _evaluate(manifest, kind, src, stage.path / file, job.data.test.x, job.data.test.y)
-    return file, {**info, "mode": target.variant}
+    return file, fp32_recurrent_ops(stage.path / file)
 
 
 def _quantize(
@@ -235,31 +359,52 @@ def _quantize(
     """Writes the int8 variants of the window and step graphs and records them in the manifest;
     `also(stage)` writes more into the stage before the manifest is saved.
 
-    A variant whose test macro-F1 drops more than the tolerance is moved to `rejected/`, left
-    out of the manifest, and reported with ConverterError once the accepted ones are in place.
+    A graph whose recurrent op stayed fp32 is not written (module docstring); the accepted
+    artifacts' info says so under `not_written`. A variant whose macro-F1 on the guard's split
+    drops more than the tolerance is moved to `rejected/`, left out of the manifest, and
+    reported with ConverterError once the accepted ones are in place.
     """
     target, manifest, deploy_dir = job.target, job.manifest, job.deploy_dir
     accepted: dict[str, dict[str, Any]] = {}
     rejected: list[str] = []
+    skipped: dict[str, str] = {}
     with staged(deploy_dir, "quantize") as stage:
         for kind in (s for s in target.sources if s in manifest.artifacts):
             name = target.artifact_name(kind)
-            file, info = _quantize_graph(job, stage, kind, write)
-            info.update(extra_info)
             manifest.artifacts.pop(name, None)
-            if info["macro_f1_drop_points"] > job.tolerance:
+            file, fp32_ops = _write_graph(job, stage, kind, write)
+            if fp32_ops:
+                skipped[name] = f"recurrent op {'/'.join(fp32_ops)} stays fp32: no int8 benefit"
+                stage.remove(deploy_dir / file)
+                stage.remove(deploy_dir / REJECTED_DIR / file)
+                continue
+            finish_onnx(stage.path / file, onnx_metadata(manifest, kind, target.precision))
+            src = manifest.verified_path(deploy_dir, kind)
+            info = {**_evaluate(job, kind, src, stage.path / file), "mode": target.variant}
+            info.update(extra_info)
+            if not info["guard"]["passed"]:
                 stage.keep(file, into=REJECTED_DIR)
                 stage.remove(deploy_dir / file)
+                g = info["guard"]
                 rejected.append(
-                    f"{name} (macro-F1 {info['macro_f1_fp32']:.4f} -> {info['macro_f1']:.4f}, "
-                    f"-{info['macro_f1_drop_points']:.2f} points)"
+                    f"{name} (macro-F1 {g['macro_f1_fp32']:.4f} -> {g['macro_f1']:.4f}, "
+                    f"-{g['macro_f1_drop_points']:.2f} points)"
                 )
                 continue
+            if kind == "step" and target.variant != "tensorrt":
+                info["serving"] = _serving_note(name, info)
             artifact = Artifact(file=file, kind=kind, precision=target.precision, info=info)
             manifest.add_artifact(stage.path, name, artifact)
             stage.keep(file)
             stage.remove(deploy_dir / REJECTED_DIR / file)
             accepted[name] = info
+        if not accepted and not rejected:
+            raise ConverterError(
+                f"int8 ({target.variant}) would gain nothing here: {'; '.join(skipped.values())} "
+                "in every graph; try --mode dynamic or deploy fp32"
+            )
+        for info in accepted.values():
+            info["not_written"] = skipped
         if also is not None:
             also(stage)
         manifest.save(stage.path)
@@ -268,15 +413,15 @@ def _quantize(
     if rejected:
         raise ConverterError(
             f"int8 ({target.variant}) lost more than {job.tolerance:g} macro-F1 points on the "
-            f"test split: {'; '.join(rejected)}; kept aside in {deploy_dir / REJECTED_DIR} and "
-            "not listed in the manifest (try --mode static, more --calibration-windows, or "
-            "deploy fp32)"
+            f"{_SPLIT_NAMES[job.guard_split]} split: {'; '.join(rejected)}; kept aside in "
+            f"{deploy_dir / REJECTED_DIR} and not listed in the manifest (try --mode static, "
+            "more --calibration-windows, or deploy fp32)"
         )
     return Outcome(
         folder=deploy_dir,
         files=[manifest.artifacts[name].file for name in accepted],
         next=target.next_step(deploy_dir),
-        details=result_lines(accepted),
+        details=result_lines(accepted, skipped),
         result=accepted,
     )
 
@@ -287,12 +432,14 @@ def quantize_int8_dynamic(
     *,
     tolerance_points: float | None = None,
     data_path: Path | None = None,
+    guard_split: str | None = None,
 ) -> Outcome:
     """The `onnx-int8-dynamic` target: int8 weights, activations quantized per call.
 
-    `tolerance_points` defaults to quantize.tolerance_points of the exported config.
+    `tolerance_points` defaults to quantize.tolerance_points of the exported config,
+    `guard_split` to "val" (module docstring).
     """
-    job = _Inputs.load(target, deploy_dir, tolerance_points, data_path)
+    job = _Inputs.load(target, deploy_dir, tolerance_points, data_path, guard_split)
     return _quantize(job, lambda _kind, src, dst: dynamic_file(src, dst), {})
 
 
@@ -310,12 +457,14 @@ def quantize_int8_static(
     calibration_windows: int | None = None,
     tolerance_points: float | None = None,
     data_path: Path | None = None,
+    guard_split: str | None = None,
 ) -> Outcome:
     """The `onnx-int8-static` target: QDQ with ranges calibrated on training windows.
 
-    `calibration_windows` defaults to quantize.calibration_windows of the exported config.
+    `calibration_windows` defaults to quantize.calibration_windows of the exported config,
+    `guard_split` to "val" (module docstring).
     """
-    job = _Inputs.load(target, deploy_dir, tolerance_points, data_path)
+    job = _Inputs.load(target, deploy_dir, tolerance_points, data_path, guard_split)
     windows = _calibration_set(job, calibration_windows)
 
     def write(kind: str, src: Path, dst: Path) -> None:
@@ -331,13 +480,15 @@ def quantize_int8_tensorrt(
     calibration_windows: int | None = None,
     tolerance_points: float | None = None,
     data_path: Path | None = None,
+    guard_split: str | None = None,
 ) -> Outcome:
     """The `onnx-int8-tensorrt` target: the step graph's static QDQ in TensorRT's form (module
     docstring), accuracy-checked like the others, and the parity sample for `build-engine`.
 
-    `calibration_windows` defaults to quantize.calibration_windows of the exported config.
+    `calibration_windows` defaults to quantize.calibration_windows of the exported config,
+    `guard_split` to "val" (module docstring).
     """
-    job = _Inputs.load(target, deploy_dir, tolerance_points, data_path)
+    job = _Inputs.load(target, deploy_dir, tolerance_points, data_path, guard_split)
     windows = _calibration_set(job, calibration_windows)
     state_names = job.manifest.state_names
     extra: dict[str, Any] = {"calibration_windows": len(windows), "for": "tensorrt"}
@@ -348,8 +499,7 @@ def quantize_int8_tensorrt(
         extra["qdq"] = check_tensorrt_qdq(dst, state_names)
 
     def keep_parity_sample(stage: Stage) -> None:
-        sample = sample_windows([job.data.test, job.data.val], "test and validation splits")
-        entry = save_parity_sample(stage.path, sample, job.manifest)
+        entry = save_parity_sample(stage.path, job.held_out, job.manifest)
         stage.keep(PARITY_SAMPLE_FILE)
         job.manifest.metrics[PARITY_SAMPLE_KEY] = entry
 

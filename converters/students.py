@@ -1,7 +1,9 @@
 """Training one student: the step `distill` and `distill --search` share.
 
 The initial weights depend only on the training seed, so a KD and a hard-label student of the
-same architecture start from the same point.
+same architecture start from the same point; both take `train_cfg` whole (epochs, patience, lr,
+seed, data order) and the same `train_cfg.label_smoothing` on their hard-label cross-entropy,
+so the hard-label control differs from the KD student by the soft targets alone.
 
 Under `torchrun` every rank trains every student (`fit` runs DistributedDataParallel, so the
 ranks end with the same weights), and rank 0 alone writes files and times models:
@@ -124,7 +126,8 @@ def train_student(
     state_path: Path | None = None,
     resume: bool = False,
 ) -> StudentRun:
-    """Trains one student: KD loss when `soft_targets` are given, hard-label CE otherwise.
+    """Trains one student: KD loss when `soft_targets` are given, hard-label CE otherwise;
+    either way the cross-entropy smooths labels by `train_cfg.label_smoothing`.
 
     With `state_path` the training state is saved there every epoch, and `resume` continues
     from it (the caller removes it once the student is saved)."""
@@ -133,7 +136,9 @@ def train_student(
     model = build_from_model_config("student", n_features, n_classes, student_cfg)
     initial = {s: headline(_split_metrics(model, prepared, s)) for s in SPLITS}
     weights = prepared.class_weights() if class_balance == "weighted_loss" else None
-    loss_fn = None if soft_targets is None else make_kd_loss_fn(temperature, alpha, weights)
+    loss_fn = None  # `fit`'s cross-entropy, with train_cfg.label_smoothing
+    if soft_targets is not None:
+        loss_fn = make_kd_loss_fn(temperature, alpha, weights, train_cfg.label_smoothing)
     result = fit(
         model,
         prepared.train,

@@ -62,7 +62,7 @@ class Target:
         return self.next.format(folder=folder, artifact=self.artifact_name("step"))
 
 
-_INT8_ARGS = frozenset({"tolerance_points", "data_path"})
+_INT8_ARGS = frozenset({"tolerance_points", "data_path", "guard_split"})
 _ENGINE_ARGS = frozenset({"max_batch", "opt_batch", "workspace_mb", "data_path"})
 
 

@@ -6,7 +6,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from edge_lstm.errors import ConfigError
 
@@ -15,28 +24,70 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_FRACTIONS = {"train", "val", "test"}
+
+
 class SplitConfig(_Strict):
-    """Fractions of runs (not windows) per split; stratified by each run's fault class."""
+    """How runs (never windows) are assigned to train/val/test: one of three ways.
+
+    - fractions (the default): `{train, val, test}` shares of runs, stratified by each run's
+      fault class (and kept whole per `data.group_column` when that is set);
+    - `{column: NAME}`: a column of the logs says `train`, `val` or `test` for every reading of a
+      run (one value per run);
+    - `{file: PATH}`: a YAML or JSON file maps `train`/`val`/`test` to lists of run ids, and
+      every run of the data is listed exactly once. A relative PATH is read from the working
+      directory, like `data.path` (a config rebuilt from a checkpoint has no folder of its own).
+
+    A dumped config holds only the keys of the way in use, so it loads back unchanged.
+    """
 
     train: float = Field(0.7, gt=0, lt=1)
     val: float = Field(0.2, ge=0, lt=1)
     test: float = Field(0.1, gt=0, lt=1)
+    column: str | None = Field(None, min_length=1, description="per-run split column")
+    file: Path | None = Field(None, description="YAML/JSON file: split -> run ids")
+
+    @property
+    def mode(self) -> Literal["fractions", "column", "file"]:
+        if self.column is not None:
+            return "column"
+        return "file" if self.file is not None else "fractions"
 
     @model_validator(mode="after")
-    def _sums_to_one(self) -> SplitConfig:
+    def _one_way(self) -> SplitConfig:
+        if self.column is not None and self.file is not None:
+            raise ValueError("give column or file, not both")
+        fractions = sorted(self.model_fields_set & _FRACTIONS)
+        if self.mode != "fractions" and fractions:
+            raise ValueError(
+                f"{'/'.join(fractions)} (fractions) and {self.mode} are two ways to split; keep one"
+            )
         total = self.train + self.val + self.test
-        if abs(total - 1.0) > 1e-6:
+        if self.mode == "fractions" and abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + val + test must be 1.0, got {total:g}")
         return self
 
+    @model_serializer(mode="wrap")
+    def _only_the_way_in_use(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        keep = _FRACTIONS if self.mode == "fractions" else {self.mode}
+        return {k: v for k, v in handler(self).items() if k in keep}
+
 
 class DataConfig(_Strict):
-    """Where the sensor logs are and how readings become labelled windows."""
+    """Where the sensor logs are and how readings become labelled windows.
+
+    `group_column` names the device or asset of each run (one value per run): with fraction
+    splits all runs of a group land in one split, so a test device is never seen in training;
+    with column or file splits a group spanning two splits is an error.
+    """
 
     path: Path
     run_column: str = "run_id"
     timestamp_column: str = "ts"
     label_column: str = "label"
+    group_column: str | None = Field(
+        None, min_length=1, description="device/asset of each run; a group stays in one split"
+    )
     features: list[str] | None = Field(
         None, description="sensor columns in model order; null = every other numeric column"
     )
@@ -54,7 +105,26 @@ class DataConfig(_Strict):
             raise ValueError(f"stride ({self.stride}) must not exceed window ({self.window})")
         if self.features is not None and len(set(self.features)) != len(self.features):
             raise ValueError("features lists a column twice")
+        keys = list(self.metadata_columns.items())
+        for i, (key, column) in enumerate(keys):
+            for other, same in keys[:i]:
+                if same == column:
+                    raise ValueError(f"{other} and {key} both name column {column!r}")
         return self
+
+    @property
+    def metadata_columns(self) -> dict[str, str]:
+        """Config key -> column of the logs that describes runs, not sensors (never a feature)."""
+        keys = {
+            "data.run_column": self.run_column,
+            "data.timestamp_column": self.timestamp_column,
+            "data.label_column": self.label_column,
+        }
+        if self.split.column is not None:
+            keys["data.split.column"] = self.split.column
+        if self.group_column is not None:
+            keys["data.group_column"] = self.group_column
+        return keys
 
 
 class TeacherConfig(_Strict):
@@ -118,11 +188,21 @@ class TrainConfig(_Strict):
 
 
 class DistillConfig(_Strict):
-    """Hinton-style knowledge distillation: α·T²·KL + (1−α)·CE."""
+    """Hinton-style knowledge distillation: α·T²·KL + (1−α)·CE, against a hard-label control.
+
+    The control is fair by construction: the hard-label student and the KD loss's CE term both
+    smooth labels by `train.label_smoothing`, and both students train on the whole `train`
+    budget (epochs, patience, lr, seed). One seed cannot tell distillation's gain from
+    seed-to-seed noise, so `seeds` trains both students for the seeds train.seed + 0 … N−1 and
+    the comparison table reports their spread and the paired difference KD − hard.
+    """
 
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)
     baseline: bool = Field(True, description="also train the student on hard labels only")
+    seeds: int = Field(
+        1, ge=1, le=100, description="train each student for seeds train.seed + 0 … N−1"
+    )
     cache_teacher_logits: bool = True
     train: TrainConfig = TrainConfig()
 
@@ -132,7 +212,12 @@ class ExportConfig(_Strict):
 
     opset: int = Field(17, ge=13, le=23)
     parity_tolerance: float = Field(1e-4, gt=0)
-    parity_windows: int = Field(64, ge=1)
+    parity_windows: int = Field(
+        64,
+        ge=1,
+        description="windows in the stratified parity sample (test + validation), split "
+        "evenly over the classes, at least one per class",
+    )
 
 
 class QuantizeConfig(_Strict):

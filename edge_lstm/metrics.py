@@ -37,9 +37,9 @@ def _check_inputs(probs: np.ndarray, labels: np.ndarray, class_names: list[str])
         raise EdgeLstmError(f"labels must lie in [0, {len(class_names) - 1}]")
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 for stability, returned as float32 probabilities."""
-    z = np.asarray(logits, dtype=np.float64)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax(logits / temperature) in float64 for stability, returned as float32."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -350,16 +351,15 @@ def generate(
     return frame
 
 
-def write_dataset(
-    path: str | Path, seed: int = 0, runs_per_class: int = 20, run_length: int = 600
-) -> Path:
-    """Generates a dataset and writes it as CSV or Parquet, chosen by the file suffix."""
+def write_frame(path: str | Path, make_frame: Callable[[], pd.DataFrame]) -> Path:
+    """Writes `make_frame()` as CSV or Parquet, chosen by the suffix; the one writer of every
+    built-in scenario. The suffix is checked before generating, so a typo costs nothing."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet", ".pq"):
         raise DataError(f"{path}: unsupported suffix {path.suffix!r}; use .csv or .parquet")
     start = time.perf_counter()
-    frame = generate(seed=seed, runs_per_class=runs_per_class, run_length=run_length)
+    frame = make_frame()
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
         frame.to_csv(path, index=False)
@@ -367,3 +367,12 @@ def write_dataset(
         frame.to_parquet(path, index=False)
     log.info("simulated %d rows in %.2f s -> %s", len(frame), time.perf_counter() - start, path)
     return path
+
+
+def write_dataset(
+    path: str | Path, seed: int = 0, runs_per_class: int = 20, run_length: int = 600
+) -> Path:
+    """Generates a pump dataset and writes it as CSV or Parquet, chosen by the file suffix."""
+    return write_frame(
+        path, lambda: generate(seed=seed, runs_per_class=runs_per_class, run_length=run_length)
+    )

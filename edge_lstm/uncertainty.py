@@ -130,6 +130,26 @@ def macro_f1_from_confusion(cm: np.ndarray) -> np.ndarray:
 METRICS_FROM_CONFUSION = {"accuracy": accuracy_from_confusion, "macro_f1": macro_f1_from_confusion}
 
 
+def run_strata(per_run: np.ndarray) -> np.ndarray:
+    """Each run's class from its confusion matrix: its most frequent fault label, or class 0
+    (the normal class) for a run without one — the rule the split stratifies by."""
+    true = per_run.sum(axis=2)
+    faults = true[:, 1:]
+    return np.where(faults.sum(axis=1) > 0, faults.argmax(axis=1) + 1, 0)
+
+
+def resample_weights(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, R] counts of each run in each resample: runs drawn with replacement within
+    their stratum, so every resample keeps the split's runs per class."""
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((n_boot, len(strata)), dtype=np.int64)
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        draws = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), n_boot)
+        weights[:, members] = draws
+    return weights
+
+
 def run_bootstrap(
     labels: np.ndarray,
     pred: np.ndarray,
@@ -140,12 +160,13 @@ def run_bootstrap(
     level: float = LEVEL,
     seed: int = 0,
 ) -> dict[str, Interval]:
-    """Percentile intervals of accuracy and macro-F1 over resamples of whole runs."""
+    """Percentile intervals of accuracy and macro-F1 over resamples of whole runs, stratified
+    by run class: a resample without any run of a class would score that class's false
+    positives as F1 0 and say more about the resampling than about the model."""
     per_run, runs = confusion_by_run(labels, pred, run_ids, n_classes)
     if not runs:
         raise EdgeLstmError("no windows to bootstrap (the split is empty)")
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(runs), np.full(len(runs), 1 / len(runs)), size=n_boot)
+    weights = resample_weights(run_strata(per_run), n_boot, seed)
     resampled = np.einsum("br,rij->bij", weights, per_run)
     whole = per_run.sum(axis=0)
     tail = (1 - level) / 2 * 100

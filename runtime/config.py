@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from runtime.amqp_topology import QUEUE_PREFIX
 from runtime.errors import ConfigError
 
 BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
@@ -198,6 +199,80 @@ class LivenessConfig:
         ]
 
 
+INPUT_MODES = ("mqtt", "amqp")
+AMQP_MAX_PREFETCH = 65_535  # basic.qos prefetch_count is an unsigned 16-bit field
+
+
+@dataclass
+class AmqpInputConfig:
+    """Where a worker of a sharded gateway takes its readings (deploy/rabbitmq/README.md).
+
+    Shard k of n consumes queue `<queue_prefix>.<k>` at once and, after `standby_delay_s`, the
+    `standby` queues after it as a standby: each queue has x-single-active-consumer, so the
+    broker hands a queue to its standby only when its worker's connection is gone."""
+
+    url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    queue_prefix: str = QUEUE_PREFIX
+    shard: int = 0
+    shards: int = 1
+    # following shards (k+1, k+2, ... mod n) this worker stands by for; at most shards - 1
+    standby: int = 1
+    standby_delay_s: float = 3.0  # so that every primary registers first at a cold start
+    # unacknowledged messages the broker may hand this worker per queue: a message is acked
+    # only once all windows holding its readings closed, so this must exceed
+    # devices per queue x (ceil(window / readings per message) + 1)
+    prefetch: int = 20_000
+    heartbeat_s: int = 10  # AMQP heartbeat: a dead worker is noticed within ~2 of these
+    reconnect_s: float = 2.0
+
+    def checks(self) -> list[Check]:
+        return [
+            (
+                self.url.startswith(("amqp://", "amqps://")),
+                "url",
+                "must start with amqp:// or amqps:// (amqp://user:password@host:5672/vhost)",
+            ),
+            (bool(self.queue_prefix), "queue_prefix", "must not be empty"),
+            (self.shards >= 1, "shards", "must be >= 1"),
+            (0 <= self.shard < self.shards, "shard", "must be in [0, input.amqp.shards)"),
+            (self.standby >= 0, "standby", "must be >= 0 (0: no failover for this shard)"),
+            (self.standby_delay_s >= 0, "standby_delay_s", "must be >= 0"),
+            (
+                1 <= self.prefetch <= AMQP_MAX_PREFETCH,
+                "prefetch",
+                f"must be in [1, {AMQP_MAX_PREFETCH}] (AMQP's prefetch_count is 16 bits)",
+            ),
+            (self.heartbeat_s >= 0, "heartbeat_s", "must be >= 0 (0 turns heartbeats off)"),
+            (self.reconnect_s > 0, "reconnect_s", "must be > 0"),
+        ]
+
+    def queue(self, shard: int) -> str:
+        return f"{self.queue_prefix}.{shard % self.shards}"
+
+    @property
+    def primary_queue(self) -> str:
+        return self.queue(self.shard)
+
+    @property
+    def standby_queues(self) -> list[str]:
+        return [
+            self.queue(self.shard + i) for i in range(1, min(self.standby, self.shards - 1) + 1)
+        ]
+
+
+@dataclass
+class InputConfig:
+    """Where readings come from: `mqtt` (the sensor subscription, the default) or `amqp` (one
+    shard of a broker that pins each device to one queue; alerts, stats and status stay MQTT)."""
+
+    mode: str = "mqtt"
+    amqp: AmqpInputConfig = field(default_factory=AmqpInputConfig)
+
+    def checks(self) -> list[Check]:
+        own = [(self.mode in INPUT_MODES, "mode", f"must be one of {INPUT_MODES}")]
+        return own + [(ok, f"amqp.{key}", why) for ok, key, why in self.amqp.checks()]
+
+
 @dataclass
 class GatewayConfig:
     """Everything `edgelstm serve` needs; loaded from YAML and overridden from the CLI."""
@@ -214,6 +289,7 @@ class GatewayConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    input: InputConfig = field(default_factory=InputConfig)
     state_dir: Path = Path("state")
     sample_period_s: float | None = None  # default: the manifest's sample period
     gap_tolerance: float = 0.5  # a step over (1 + this) periods means readings went missing
@@ -234,7 +310,16 @@ class GatewayConfig:
     def validate(self) -> None:
         """Raises ConfigError naming the first key whose value cannot work."""
         checks = self._checks()
-        for name in ("broker", "topics", "batching", "debounce", "outbox", "limits", "liveness"):
+        for name in (
+            "broker",
+            "topics",
+            "batching",
+            "debounce",
+            "outbox",
+            "limits",
+            "liveness",
+            "input",
+        ):
             checks += [(ok, f"{name}.{key}", why) for ok, key, why in getattr(self, name).checks()]
         for ok, key, message in checks:
             if not ok:

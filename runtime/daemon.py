@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from runtime.alerts import AlertPublisher
+from runtime.amqp_input import AmqpInput
 from runtime.config import GatewayConfig
 from runtime.debounce import Debouncer
 from runtime.errors import BackendError, ConfigError, EdgeRuntimeError
@@ -75,7 +76,19 @@ class Service:
         self.enqueued = 0  # readings appended to the inbox: written by the network thread only
         self.dequeued = 0  # readings taken from it: written by the processing loop only
         self.wakeup = threading.Event()
-        self.link = MqttLink(cfg, self._on_payload, self._on_handler_error, self.wakeup.set)
+        # input.mode amqp: readings come from a RabbitMQ shard (runtime/amqp_input.py) into the
+        # same _on_payload; MQTT then carries only alerts, stats, status and the heartbeat
+        amqp = cfg.input.mode == "amqp"
+        self.link = MqttLink(
+            cfg,
+            self._on_payload,
+            self._on_handler_error,
+            self.wakeup.set,
+            subscribe_sensors=not amqp,
+        )
+        self.source: AmqpInput | None = None
+        if amqp:
+            self.source = AmqpInput(cfg, self._on_payload, self._on_handler_error, self.stats.count)
         self.alerts = AlertPublisher(cfg, self.link, self.outbox, self.stats)
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
@@ -195,6 +208,8 @@ class Service:
             start_prometheus(self.stats, self.cfg.prometheus_port)
             log.info("prometheus metrics on http://127.0.0.1:%d/metrics", self.cfg.prometheus_port)
         self.link.start()
+        if self.source is not None:
+            self.source.start()
         now = time.monotonic()
         next_stats = now + self.cfg.stats_interval_s
         next_heartbeat = now
@@ -208,6 +223,9 @@ class Service:
                 next_heartbeat = now + self.cfg.liveness.heartbeat_s
             self._maybe_swap_model()
             self.wakeup.clear()  # before draining, so a reading queued after it wakes us
+            # every message the AMQP source delivered before this mark is in the engine after
+            # the drain, so settle() may ack the ones no open window needs any more
+            mark = self.source.mark() if self.source is not None else 0
             self._drain_inbox()
             if self.engine.pending_readings:
                 self._fill_batch()
@@ -215,6 +233,8 @@ class Service:
             else:
                 self._settle_acks()
                 self.wakeup.wait(min(IDLE_WAIT_S, max(next_stats - time.monotonic(), 0)))
+            if self.source is not None:
+                self.source.settle(self.engine, mark)
             if time.monotonic() >= next_stats:
                 self.engine.evict_idle(time.monotonic())
                 self._publish_stats()
@@ -225,21 +245,29 @@ class Service:
     def _alive(self, now: float) -> bool:
         """Feeds the watchdog only while the network thread makes progress as well; sends
         READY=1 once the broker accepted us. False when the network thread has ended."""
-        if not self._ready_sent and self.link.connected.is_set():
+        source = self.source
+        if (
+            not self._ready_sent
+            and self.link.connected.is_set()
+            and (source is None or source.consuming.is_set())
+        ):
             self._ready_sent = True
             self.notifier.ready(f"serving {self.model.label}")
             log.info(
                 "serving %s on %s (gateway %s)",
                 self.model.label,
-                self.cfg.topics.sensors,
+                self.cfg.topics.sensors if source is None else source.amqp.primary_queue,
                 self.cfg.gateway_id,
             )
-        stalled = self.link.stalled(now, self.cfg.liveness.stall_after_s)
+        stall_after_s = self.cfg.liveness.stall_after_s
+        stalled = self.link.stalled(now, stall_after_s)
+        if stalled is None and source is not None:
+            stalled = source.stalled(now, stall_after_s)
         if stalled is None:
             self.notifier.watchdog()
             return True
         self.stats.count("liveness_failures")
-        if self.link.network_thread_ended:
+        if self.link.network_thread_ended or (source is not None and source.thread_ended):
             log.error("%s; exiting so that the service manager restarts the gateway", stalled)
             return False
         self.health_log.warning("stalled", "not feeding the watchdog: %s", stalled)
@@ -383,6 +411,10 @@ class Service:
     def _shutdown(self) -> None:
         """Finishes queued readings (bounded), waits briefly for acks, says offline."""
         self.notifier.stopping()
+        source = self.source
+        if source is not None:
+            source.pause()  # nothing new arrives; what is queued here is finished or requeued
+        mark = source.mark() if source is not None else 0
         deadline = time.monotonic() + DRAIN_BUDGET_S
         self._drain_inbox()
         while self.engine.pending_readings and time.monotonic() < deadline:
@@ -390,6 +422,10 @@ class Service:
             self._drain_inbox()
         if self.engine.pending_readings:
             self.stats.count("dropped_shutdown", self.engine.pending_readings)
+        if source is not None:
+            # ack what no open window needs; the broker hands the rest to the standby
+            source.settle(self.engine, mark)
+            source.stop()
         deadline = time.monotonic() + ACK_WAIT_S
         while self.outbox.unacked and self.link.connected.is_set():
             self._settle_acks()

@@ -81,6 +81,9 @@ class Manifest:
     layers: int = 0
     hidden_size: int = 0
     sample_period_s: float | None = None  # median reading period seen in training
+    # softmax(logits / temperature) is what the folder serves; fitted on validation windows at
+    # export so that a confidence of p is right about p of the time (1.0: folders before it)
+    temperature: float = 1.0
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = ""
@@ -115,6 +118,15 @@ class Manifest:
         """ceil(W / H): how many windows of one device are open at once when streaming."""
         return math.ceil(self.window / self.hop)
 
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Class probabilities [B, C] of logits [B, C] as served: softmax(logits / temperature)
+        in float64, so a debounce threshold of 0.6 means a calibrated 60%."""
+        z = np.asarray(logits, dtype=np.float64) / self.temperature
+        z -= z.max(axis=1, keepdims=True)
+        probs = np.exp(z)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return probs
+
     def validate(self) -> None:
         """Raises ManifestError naming the first field that breaks the contract."""
         if self.schema_version != SCHEMA_VERSION:
@@ -137,6 +149,15 @@ class Manifest:
             raise ManifestError("norm_mean values must be finite")
         if len(self.classes) < 2:
             raise ManifestError("classes needs at least two names (index 0 = normal)")
+        if (
+            isinstance(self.temperature, bool)
+            or not isinstance(self.temperature, (int, float))
+            or not (math.isfinite(self.temperature) and self.temperature > 0)
+        ):
+            raise ManifestError(
+                f"temperature must be a finite number > 0, got {self.temperature!r}; re-export "
+                "the folder or set it to 1.0 for uncalibrated probabilities"
+            )
         if self.window < 1 or not 1 <= self.hop <= self.window:
             raise ManifestError(
                 f"need window >= 1 and 1 <= hop <= window, got {self.window}/{self.hop}"

@@ -81,8 +81,10 @@ class MqttLink:
         on_payload: Callable[[str, bytes, float], None],
         on_error: Callable[[BaseException], None],
         on_ack: Callable[[], None] = lambda: None,
+        subscribe_sensors: bool = True,  # False: readings come another way (input.mode: amqp)
     ) -> None:
         self.cfg = cfg
+        self.subscribe_sensors = subscribe_sensors
         self.on_payload = on_payload
         self.on_error = on_error
         self.on_ack = on_ack  # wakes the processing loop so a PUBACK is settled at once
@@ -266,9 +268,8 @@ class MqttLink:
         self.connect_failures = 0
         self.heard = self._connected_at = time.monotonic()
         log.info("connected to the broker (session present: %s)", bool(flags.session_present))
-        client.subscribe(
-            [(self.cfg.topics.sensors, self.cfg.topics.sensor_qos), (self.heartbeat_topic, 0)]
-        )
+        sensors = [(self.cfg.topics.sensors, self.cfg.topics.sensor_qos)]
+        client.subscribe([*(sensors if self.subscribe_sensors else []), (self.heartbeat_topic, 0)])
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self.connected.set()
 

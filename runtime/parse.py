@@ -4,10 +4,17 @@ These functions run on paho's network thread, so they only decode and check; the
 normalize, infer or block. A bad message becomes a `Reason`, never an exception, whatever the
 bytes: each check names what is wrong so the counters tell a broken sender from a hostile one.
 
-JSON numbers all decode to Python floats (integers included, so a 5000-digit integer costs a
-float parse, not big-int arithmetic, and overflows to inf like 1e400 does). Only floats are
-accepted where a number is required: numpy would silently turn true, "1.5" and null into
-numbers, so types are checked before it sees the rows.
+JSON is decoded twice at most. orjson (C speed) decodes every message first; a message it
+decodes to exactly `ts` and `values` that passes every check below is accepted as it is. Anything
+else (a decode error, an integer, another key, any refusal) is decoded again by the standard
+library decoder, which defines the semantics below, so each refusal keeps its exact reason and an
+accepted message holds the same numbers either way (orjson's tree has only floats in the checked
+places, and both decoders round a float literal correctly).
+
+With the standard decoder JSON numbers all decode to Python floats (integers included, so a
+5000-digit integer costs a float parse, not big-int arithmetic, and overflows to inf like 1e400
+does). Only floats are accepted where a number is required: numpy would silently turn true,
+"1.5" and null into numbers, so types are checked before it sees the rows.
 
 Binary layout (little-endian), for high rates:
     header  : 2 bytes magic b"EL", uint8 version (1), uint8 flags (0), uint16 count N
@@ -25,6 +32,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 BINARY_MAGIC = b"EL"
 BINARY_VERSION = 1
@@ -137,9 +145,28 @@ class Parser:
             return Reason.OVERSIZED
         if payload[:2] == BINARY_MAGIC:
             return self._parse_binary(payload)
+        fast = self._parse_plain(payload)
+        if fast is not None:
+            return fast
         msg = _decode(payload)
         if isinstance(msg, Reason):
             return msg
+        return self._message(msg)
+
+    def _parse_plain(self, payload: bytes) -> Readings | None:
+        """The common message through orjson; None sends it to the standard decoder, which
+        names what is wrong (orjson's own errors and integers would give other reasons)."""
+        try:
+            msg = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        if type(msg) is not dict or len(msg) != 2:
+            return None
+        got = self._message(msg)
+        return None if isinstance(got, Reason) else got
+
+    def _message(self, msg: object) -> Readings | Reason:
+        """A decoded JSON tree's readings, or why it is not a message."""
         if not isinstance(msg, dict) or "ts" not in msg or "values" not in msg:
             return Reason.BAD_SCHEMA
         ts, values = msg["ts"], msg["values"]
@@ -215,9 +242,11 @@ class Parser:
         if len(payload) != _HEADER.size + count * self._binary_row.itemsize:
             return Reason.BAD_BINARY
         rows = np.frombuffer(payload, dtype=self._binary_row, count=count, offset=_HEADER.size)
-        ts = rows["ts"].astype(np.float64)
-        values = rows["v"].astype(np.float32)
-        if not (np.isfinite(ts).all() and np.isfinite(values).all()):
+        ts, values = rows["ts"], rows["v"]  # read-only views of the payload: nothing copied
+        # one reduction for the values (the largest magnitude is finite exactly when all are,
+        # and NaN propagates without a floating-point warning); timestamps are one per reading
+        finite = math.isfinite(np.abs(values).max())
+        if not (finite and all(map(math.isfinite, ts.tolist()))):
             return Reason.NON_FINITE
         return Readings(ts, values)
 

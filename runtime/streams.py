@@ -61,17 +61,15 @@ class WindowResult:
 
 
 @dataclass
-class _Window:
-    slot: int
-    start_ts: float
-    steps: int = 0
-
-
-@dataclass
 class _Device:
+    """A device's queue and open windows. Windows open at every hop-th reading since the last
+    reset, so a window's step count is never stored: the one opened at reading n - W closes
+    when reading n arrives, and it is always the oldest (`slots[0]`)."""
+
     last_seen: float  # time.monotonic() of the newest message
     pending: collections.deque = field(default_factory=collections.deque)
-    windows: list[_Window] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)  # open windows' state slots, oldest first
+    starts: list[float] = field(default_factory=list)  # their first readings' ts
     n: int = 0  # readings since the last reset
     last_ts: float | None = None
     missing: int = 0  # readings lost in gaps, since the device was first seen
@@ -139,6 +137,7 @@ class StreamEngine:
         self.on_evict = on_evict
         self.mean = np.asarray(manifest.norm_mean, dtype=np.float32)
         self.std = np.asarray(manifest.norm_std, dtype=np.float32)
+        self.probabilities = manifest.probabilities  # softmax(logits / the folder's temperature)
         self.pool = _StatePool(len(manifest.state_names), manifest.layers, manifest.hidden_size)
         # least recently seen first: a message moves its device to the end
         self.devices: collections.OrderedDict[str, _Device] = collections.OrderedDict()
@@ -170,8 +169,9 @@ class StreamEngine:
             return
         if not dev.pending:
             self.ready.append(device_id)
-        for i in range(n):
-            dev.pending.append((float(readings.ts[i]), readings.values[i], received))
+        # one C-speed pass: Python floats for the timestamps, row views for the values
+        stamps = readings.ts[:n].tolist()
+        dev.pending.extend(zip(stamps, readings.values[:n], itertools.repeat(received)))
         self.pending_readings += n
 
     def move_pending(self, other: StreamEngine) -> int:
@@ -217,9 +217,10 @@ class StreamEngine:
         return {device_id: missing for missing, device_id in sorted(lossy, reverse=True)[:n]}
 
     def _reset(self, dev: _Device) -> None:
-        for w in dev.windows:
-            self.pool.give(w.slot)
-        dev.windows.clear()
+        for slot in dev.slots:
+            self.pool.give(slot)
+        dev.slots.clear()
+        dev.starts.clear()
         dev.n = 0
 
     def _gap(self, dev: _Device, step_s: float) -> None:
@@ -234,23 +235,29 @@ class StreamEngine:
         self._reset(dev)
 
     def step_round(self, backend: StepBackend) -> tuple[list[WindowResult], int]:
-        """Advances up to max_batch rows by one reading each; returns closed windows and rows."""
-        rows_slot: list[int] = []
-        rows_reading: list[int] = []
+        """Advances up to max_batch rows by one reading each; returns closed windows and rows.
+
+        Per reading only list operations run in Python (its rows are its device's slot list,
+        appended whole); normalization, the row gather and the state gather/scatter are one
+        numpy call each for the whole round."""
+        slots: list[int] = []  # the round's rows: every stepped reading's open windows
+        widths: list[int] = []  # rows per stepped reading
         values: list[np.ndarray] = []
         taken: list[tuple[str, _Device, float, float]] = []
+        closing: list[tuple[int, int]] = []  # (reading in `taken`, its first row)
         budget = self.max_batch
-        for _ in range(len(self.ready)):
-            device_id = self.ready[0]
-            dev = self.devices[device_id]
-            need = len(dev.windows) + (1 if dev.n % self.hop == 0 else 0)
-            if need > budget and rows_slot:
+        ready, devices, hop, window = self.ready, self.devices, self.hop, self.window
+        for _ in range(len(ready)):
+            device_id = ready[0]
+            dev = devices[device_id]
+            need = len(dev.slots) + (1 if dev.n % hop == 0 else 0)
+            if need > budget and slots:
                 break
-            self.ready.popleft()
+            ready.popleft()
             ts, raw, received = dev.pending.popleft()
             self.pending_readings -= 1
             if dev.pending:
-                self.ready.append(device_id)
+                ready.append(device_id)
             if ts == dev.last_ts:
                 self.count(Reason.DUPLICATE.counter, 1)
                 continue
@@ -261,24 +268,26 @@ class StreamEngine:
                 elif ts - dev.last_ts > self.max_step_s:
                     self._gap(dev, ts - dev.last_ts)
             dev.last_ts = ts
-            if dev.n % self.hop == 0:
-                dev.windows.append(_Window(self.pool.take(), ts))
+            if dev.n % hop == 0:
+                dev.slots.append(self.pool.take())
+                dev.starts.append(ts)
             dev.n += 1
-            index = len(values)
+            opened = dev.n - window  # the reading that opened the window closing now, if any
+            if opened >= 0 and opened % hop == 0:
+                closing.append((len(taken), len(slots)))
             values.append(raw)
-            for w in dev.windows:
-                rows_slot.append(w.slot)
-                rows_reading.append(index)
+            slots += dev.slots
+            widths.append(len(dev.slots))
             taken.append((device_id, dev, ts, received))
-            self.newest_received = received
-            budget -= len(dev.windows)
+            budget -= len(dev.slots)
             if budget <= 0:
                 break
-        if not rows_slot:
+        if not slots:
             return [], 0
+        self.newest_received = taken[-1][3]
         x_readings = (np.stack(values) - self.mean) / self.std
-        idx = np.asarray(rows_slot, dtype=np.intp)
-        x = np.ascontiguousarray(x_readings[np.asarray(rows_reading, dtype=np.intp)])
+        x = x_readings[np.repeat(np.arange(len(widths)), widths)]
+        idx = np.asarray(slots, dtype=np.intp)
         state = tuple(np.ascontiguousarray(a[:, idx, :]) for a in self.pool.arrays)
         infer_start = time.monotonic()
         try:
@@ -288,13 +297,12 @@ class StreamEngine:
             if isinstance(exc, BackendError):
                 raise
             raise BackendError(
-                f"the backend failed on a round of {len(rows_slot)} rows: "
-                f"{type(exc).__name__}: {exc}"
+                f"the backend failed on a round of {len(slots)} rows: {type(exc).__name__}: {exc}"
             ) from exc
         infer_end = time.monotonic()
         for a, s in zip(self.pool.arrays, new_state, strict=True):
             a[:, idx, :] = s
-        return self._close(taken, logits, infer_start, infer_end), len(rows_slot)
+        return self._close(taken, closing, logits, infer_start, infer_end), len(slots)
 
     def _abandon(self, taken: list) -> None:
         """A failed round: its readings are dropped (counted) and its devices' windows restart."""
@@ -303,29 +311,26 @@ class StreamEngine:
         self.count("dropped_backend_error", len(taken))
 
     def _close(
-        self, taken: list, logits: np.ndarray, infer_start: float, infer_end: float
+        self,
+        taken: list[tuple[str, _Device, float, float]],
+        closing: list[tuple[int, int]],
+        logits: np.ndarray,
+        infer_start: float,
+        infer_end: float,
     ) -> list[WindowResult]:
-        """Counts one step on every advanced window and emits those that reached W steps."""
-        closing_rows: list[int] = []
-        closing: list[tuple[str, _Window, float, float]] = []
-        row = 0
-        for device_id, dev, ts, received in taken:
-            for w in dev.windows:
-                w.steps += 1
-                if w.steps == self.window:
-                    closing_rows.append(row)
-                    closing.append((device_id, w, ts, received))
-                row += 1
-            if dev.windows and dev.windows[0].steps == self.window:
-                self.pool.give(dev.windows.pop(0).slot)
-                dev.proven = True
+        """Emits the windows that reached W steps this round and frees their slots."""
         if not closing:
             return []
-        z = logits[np.asarray(closing_rows)].astype(np.float64)
-        z -= z.max(axis=1, keepdims=True)
-        probs = np.exp(z)
-        probs /= probs.sum(axis=1, keepdims=True)
-        return [
-            WindowResult(device_id, w.start_ts, end_ts, probs[i], received, infer_start, infer_end)
-            for i, (device_id, w, end_ts, received) in enumerate(closing)
-        ]
+        probs = self.probabilities(logits[np.asarray([row for _, row in closing])])
+        results = []
+        for i, (reading, _row) in enumerate(closing):
+            device_id, dev, end_ts, received = taken[reading]
+            self.pool.give(dev.slots.pop(0))
+            start_ts = dev.starts.pop(0)
+            dev.proven = True
+            results.append(
+                WindowResult(
+                    device_id, start_ts, end_ts, probs[i], received, infer_start, infer_end
+                )
+            )
+        return results

@@ -33,6 +33,18 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     fi
 fi
 
+# RabbitMQ (MQTT + consistent-hash plugins) for the scale-out tests: tests/runtime/rabbitmq.py
+# starts throwaway nodes of its own, so the package's system node is stopped and disabled
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && command -v apt-get >/dev/null 2>&1 \
+    && [ "$(id -u)" = "0" ]; then
+    echo "==> installing the rabbitmq-server broker (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null \
+        || echo "warning: rabbitmq-server did not install; the scale-out tests will be skipped" >&2
+    (systemctl disable --now rabbitmq-server >/dev/null 2>&1 \
+        || service rabbitmq-server stop >/dev/null 2>&1) || true
+fi
+
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     echo "==> installing python packages into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip

@@ -35,6 +35,13 @@ import click
     help="Also train the same student on hard labels only (default: distill.baseline).",
 )
 @click.option(
+    "--seeds",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="Train the KD and hard-label students for N seeds (distill.train.seed + 0..N-1) and "
+    "report the spread and KD - hard with its 95% interval; default distill.seeds (1).",
+)
+@click.option(
     "--search",
     is_flag=True,
     help="Also try a grid of student sizes and report the accuracy-latency Pareto front.",
@@ -50,6 +57,7 @@ def distill(
     config_path: Path,
     out_dir: Path,
     baseline: bool | None,
+    seeds: int | None,
     search: bool,
     resume: bool,
 ) -> None:
@@ -57,7 +65,13 @@ def distill(
 
     Writes the student checkpoint into OUT (model.pt, model.json, metrics.json,
     training_curve.png), the hard-label student into OUT/baseline/, and the comparison table of
-    teacher and students on the test split to OUT/comparison.json and OUT/comparison.md.
+    teacher, students and the window-statistics reference (gbm-window-stats) on the test split
+    to OUT/comparison.json and OUT/comparison.md. Both students get the same budget and
+    distill.train.label_smoothing, so the hard-label student is a fair control.
+
+    With --seeds N the students of the seeds after the first go to OUT/seeds/seed-<seed>/ (and
+    its baseline/), and the table says whether KD beats hard labels beyond the seed-to-seed
+    spread: only a 95% interval of KD - hard above 0 earns that claim.
 
     Several GPUs (NCCL) or CPU processes (gloo): launch it with torchrun, e.g.
 
@@ -72,7 +86,13 @@ def distill(
     from converters.distill import run_distill
 
     done = run_distill(
-        config_path, teacher_dir, out_dir, baseline=baseline, search=search, resume=resume
+        config_path,
+        teacher_dir,
+        out_dir,
+        baseline=baseline,
+        search=search,
+        resume=resume,
+        seeds=seeds,
     )
     for line in done.details:
         click.echo(line)

@@ -27,8 +27,10 @@ def export(checkpoint: Path, out_dir: Path, data_path: Path | None) -> None:
     """Export CHECKPOINT (a teacher or student folder) to ONNX with a parity check.
 
     Writes model.onnx (window graph), step.onnx (student only: one reading per call, state
-    in and out) and manifest.json. Fails, leaving nothing behind, when ONNX Runtime and PyTorch
-    disagree on real test windows by more than export.parity_tolerance.
+    in and out) and manifest.json, with the temperature fitted on the validation split (the
+    gateway serves softmax(logits / T)). Fails, leaving nothing behind, when ONNX Runtime and
+    PyTorch disagree by more than export.parity_tolerance on a sample of test and validation
+    windows stratified over every class and several runs of each.
     """
     from converters.targets import convert, get_target
 

@@ -1,4 +1,5 @@
-"""`edgelstm quantize`: int8 variants of a deployment folder, accuracy-checked on the test split."""
+"""`edgelstm quantize`: int8 variants of a deployment folder, accuracy-checked on the validation
+split."""
 
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ import click
     help="Largest macro-F1 drop accepted, in points; default quantize.tolerance_points (1.0).",
 )
 @click.option(
+    "--guard-split",
+    type=click.Choice(["val", "test"]),
+    default=None,
+    help="Split the accuracy guard decides on (default val, so the test figures stay held "
+    "out). test is for data without validation windows: the guard then refuses to run unless "
+    "asked for it.",
+)
+@click.option(
     "--data",
     "data_path",
     type=click.Path(path_type=Path),
@@ -50,14 +59,22 @@ def quantize(
     runtime: str,
     calibration_windows: int | None,
     tolerance_points: float | None,
+    guard_split: str | None,
     data_path: Path | None,
 ) -> None:
-    """Quantize the graphs in DEPLOY_DIR to int8 and check them on the test split.
+    """Quantize the graphs in DEPLOY_DIR to int8 (weights per channel) and check them.
 
-    Writes model.int8-<mode>.onnx and step.int8-<mode>.onnx (with --for tensorrt
-    step.int8-tensorrt.onnx and parity-windows.npz), records size, macro-F1, argmax agreement
-    with fp32 and latency in manifest.json, and prints them. Exits with code 2, keeping the file
-    in DEPLOY_DIR/rejected/, when macro-F1 drops by more than the tolerance.
+    Writes step.int8-<mode>.onnx and model.int8-<mode>.onnx (with --for tensorrt
+    step.int8-tensorrt.onnx and parity-windows.npz), records size, test-split macro-F1,
+    argmax agreement with fp32, latency and batch invariance in manifest.json, and prints them.
+    A window graph whose LSTM/GRU stays fp32 (static mode; a GRU in dynamic mode) is not
+    written: it would be no smaller and no faster. Exits with code 2, keeping the file in
+    DEPLOY_DIR/rejected/, when macro-F1 on the validation split drops by more than the
+    tolerance.
+
+    For serving, prefer step.int8-static: its constant scales make a window's probabilities
+    independent of the other devices batched into the same step call; dynamic int8 picks its
+    scales per call, so they move with the load (the quantize output shows by how much).
     """
     from converters.errors import ConverterError
     from converters.targets import convert, target_for
@@ -72,6 +89,7 @@ def quantize(
         deploy_dir,
         calibration_windows=calibration_windows,
         tolerance_points=tolerance_points,
+        guard_split=guard_split,
         data_path=data_path,
     )
     for line in done.details:

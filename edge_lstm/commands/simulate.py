@@ -1,4 +1,4 @@
-"""`edgelstm simulate`: write the built-in demo sensor logs as CSV or Parquet."""
+"""`edgelstm simulate`: write a built-in scenario's sensor logs as CSV or Parquet."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 import click
+
+SCENARIO_NAMES = ("pump", "process")  # edge_lstm.scenarios.SCENARIOS, named here for --help
 
 
 @click.command("simulate")
@@ -16,35 +18,48 @@ import click
     type=click.Path(dir_okay=False, path_type=Path),
     help="Output file; .csv or .parquet picks the format.",
 )
+@click.option(
+    "--scenario",
+    type=click.Choice(SCENARIO_NAMES),
+    default="pump",
+    show_default=True,
+    help="pump: 10 Hz pump fleet, loud faults (quick demo). process: reactor fleet sampled "
+    "once a minute, faults hidden by control loops, a device_id column to split by.",
+)
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same data).")
 @click.option(
     "--runs-per-class",
-    default=20,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="Runs (machines) per class, normal included.",
+    help="Runs per class, normal included [default: pump 20, process 10 (few, as in a plant)].",
 )
 @click.option(
     "--run-length",
-    default=600,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=20),
-    help="Readings per run (10 Hz).",
+    help="Readings per run [default: pump 600 (1 min at 10 Hz), process 720 (12 h at 1/min; "
+    "at least 60)].",
 )
-def simulate(out: Path, seed: int, runs_per_class: int, run_length: int) -> None:
-    """Write simulated pump sensor logs: 24 channels, normal + 8 fault classes.
+def simulate(
+    out: Path, scenario: str, seed: int, runs_per_class: int | None, run_length: int | None
+) -> None:
+    """Write simulated sensor logs of a built-in scenario.
 
-    Fault runs start healthy and turn faulty early in the run; rows after the onset carry
-    the fault label. Use the file as data.path in a config, e.g. configs/demo.yaml.
+    Fault runs start healthy and turn faulty within the run; rows after the onset carry the
+    fault label. Use the file as data.path in a config: configs/demo.yaml for pump,
+    configs/process.yaml for process.
     """
-    from edge_lstm.simulate import CLASS_NAMES, FEATURE_NAMES, write_dataset
+    from edge_lstm.scenarios import get_scenario, write_scenario
 
+    chosen = get_scenario(scenario)
+    runs_per_class = runs_per_class or chosen.runs_per_class
+    run_length = run_length or chosen.run_length
     start = time.perf_counter()
-    path = write_dataset(out, seed=seed, runs_per_class=runs_per_class, run_length=run_length)
-    runs = runs_per_class * len(CLASS_NAMES)
+    path = write_scenario(scenario, out, seed, runs_per_class, run_length)
+    runs = runs_per_class * len(chosen.classes)
     click.echo(
-        f"wrote {path}: {runs * run_length} readings, {runs} runs, {len(CLASS_NAMES)} classes, "
-        f"{len(FEATURE_NAMES)} sensors, {path.stat().st_size / 1e6:.1f} MB in "
+        f"wrote {path}: {runs * run_length} readings, {runs} runs, {len(chosen.classes)} classes, "
+        f"{len(chosen.features)} sensors, {path.stat().st_size / 1e6:.1f} MB in "
         f"{time.perf_counter() - start:.1f} s"
     )
     click.echo(

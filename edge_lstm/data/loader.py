@@ -1,4 +1,4 @@
-"""Reads long-format sensor logs (CSV or Parquet) and validates them into clean readings.
+"""Reads long-format sensor logs (CSV, compressed CSV or Parquet) into validated readings.
 
 Every problem is a DataError that names the file, the column or config key, and the fix.
 """
@@ -17,7 +17,12 @@ from edge_lstm.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".csv", ".parquet", ".pq")
+# pandas infers the compression of a CSV from its name; a .zip holds one CSV
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip", ".zip")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
+# config keys of the columns that describe whole runs rather than readings
+RUN_DESCRIPTION_KEYS = ("data.split.column", "data.group_column")
 _MAX_LISTED = 5
 
 
@@ -26,7 +31,8 @@ class Readings:
     """Validated readings: one row per reading, grouped by run in order of first appearance.
 
     `frame` has the configured run, timestamp and label columns (run ids and labels as str,
-    timestamps as float unix seconds) and the feature columns as float32.
+    timestamps as float unix seconds) and the feature columns as float32, then the configured
+    split and group columns (as str), which describe runs: one value per run.
     """
 
     frame: pd.DataFrame
@@ -44,16 +50,31 @@ class Readings:
         ends = np.r_[starts[1:], len(runs)]
         return {str(runs[s]): (int(s), int(e)) for s, e in zip(starts, ends, strict=True)}
 
+    def run_values(self, column: str) -> dict[str, str]:
+        """Run id -> the one value `column` has in all readings of that run."""
+        values = self.frame[column].to_numpy()
+        return {run: str(values[start]) for run, (start, _) in self.run_bounds().items()}
 
-def _listing(items: list[str]) -> str:
+
+def listing(items: list[str]) -> str:
+    """The first few items, quoted, and how many more there are: one readable error line."""
     shown = ", ".join(repr(i) for i in items[:_MAX_LISTED])
     return shown + (f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
 
 
+def _suffix(path: Path) -> str | None:
+    """The supported suffix `path` ends with (the longest, so .csv.gz wins over .gz)."""
+    name = path.name.lower()
+    matches = [s for s in SUFFIXES if name.endswith(s)]
+    return max(matches, key=len) if matches else None
+
+
 def _read_table(path: Path) -> pd.DataFrame:
-    if path.suffix.lower() not in SUFFIXES:
+    suffix = _suffix(path)
+    if suffix is None:
         raise DataError(
-            f"{path}: unsupported file type {path.suffix!r}; sensor logs must be .csv or .parquet"
+            f"{path}: unsupported file type {''.join(path.suffixes)!r}; sensor logs must be "
+            f"{', '.join(SUFFIXES[:-1])} or {SUFFIXES[-1]}"
         )
     if not path.is_file():
         raise DataError(
@@ -61,7 +82,7 @@ def _read_table(path: Path) -> pd.DataFrame:
             f"`edgelstm simulate --out {path}`"
         )
     try:
-        if path.suffix.lower() == ".csv":
+        if suffix in CSV_SUFFIXES:
             return pd.read_csv(path)
         return pd.read_parquet(path)
     except Exception as exc:  # pandas/pyarrow raise many types for a corrupt file
@@ -105,7 +126,7 @@ def _select_features(
             if name not in frame.columns:
                 raise DataError(
                     f"data.features in {cfg.source}: unknown column {name!r} (not in {path}; "
-                    f"its columns are {_listing([str(c) for c in frame.columns])})"
+                    f"its columns are {listing([str(c) for c in frame.columns])})"
                 )
             if name in reserved:
                 raise DataError(
@@ -123,7 +144,7 @@ def _select_features(
             log.info("%s: column %r is not numeric; not used as a sensor", path, column)
     if not features:
         raise DataError(
-            f"{path}: no numeric sensor columns besides {_listing(reserved)}; "
+            f"{path}: no numeric sensor columns besides {listing(reserved)}; "
             f"list them in data.features in {cfg.source}"
         )
     return features
@@ -147,7 +168,8 @@ def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 
 def _labels(series: pd.Series) -> tuple[pd.Series, bool]:
-    """Labels as str; integer labels (also as integral floats) become str(int)."""
+    """Labels (or run descriptions) as str; integers (also as integral floats) become str(int),
+    so 3 and 3.0 name one class or device."""
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         values = series.to_numpy(dtype=np.float64)
         if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
@@ -195,7 +217,7 @@ def _normal_class(cfg: Config, present: np.ndarray, integer: bool, path: Path) -
         found = sorted(set(present))
         raise DataError(
             f"data.normal_class in {cfg.source}: {normal!r} is not among the labels in {path} "
-            f"(found {_listing(found)}); set it to the label of the no-fault class"
+            f"(found {listing(found)}); set it to the label of the no-fault class"
         )
     return normal
 
@@ -205,21 +227,20 @@ def load_readings(cfg: Config, path: Path | None = None) -> Readings:
     data = cfg.data
     path = Path(path) if path is not None else Path(data.path)
     raw = _read_table(path)
-    keys = {
-        "data.run_column": data.run_column,
-        "data.timestamp_column": data.timestamp_column,
-        "data.label_column": data.label_column,
-    }
+    keys = data.metadata_columns
     for key, column in keys.items():
         if column not in raw.columns:
             raise DataError(
                 f"{path}: missing column {column!r} ({key} in {cfg.source}); the file has "
-                f"{_listing([str(c) for c in raw.columns])}"
+                f"{listing([str(c) for c in raw.columns])}"
             )
     reserved = list(keys.values())
     features = _select_features(raw, cfg, path, reserved)
     _check_no_missing(raw, data.run_column, "run id", path)
     _check_no_missing(raw, data.label_column, "label", path)
+    described = {k: c for k, c in keys.items() if k in RUN_DESCRIPTION_KEYS}
+    for column in described.values():
+        _check_no_missing(raw, column, f"{column!r} value", path)
 
     values = pd.DataFrame({name: _numeric_column(raw, name, path) for name in features})
     ts = _timestamps(raw, data.timestamp_column, path)
@@ -231,6 +252,7 @@ def load_readings(cfg: Config, path: Path | None = None) -> Readings:
             data.timestamp_column: ts.to_numpy(dtype=np.float64),
             **{name: values[name].to_numpy(dtype=np.float32) for name in features},
             data.label_column: labels.to_numpy(dtype=object),
+            **{c: _labels(raw[c])[0].to_numpy(dtype=object) for c in described.values()},
         }
     )[finite].reset_index(drop=True)
     if frame.empty:
@@ -251,7 +273,24 @@ def load_readings(cfg: Config, path: Path | None = None) -> Readings:
         label_column=data.label_column,
     )
     _check_runs(readings, data.window)
+    for key, column in described.items():
+        _check_one_value_per_run(readings, column, f"{key} in {cfg.source}")
     return readings
+
+
+def _check_one_value_per_run(readings: Readings, column: str, key: str) -> None:
+    """A column describing runs (split, device) has one value in all readings of a run."""
+    frame = readings.frame
+    distinct = frame.groupby(readings.run_column, sort=False)[column].nunique()
+    mixed = distinct[distinct > 1]
+    if not mixed.empty:
+        run = str(mixed.index[0])
+        found = sorted({str(v) for v in frame.loc[frame[readings.run_column] == run, column]})
+        raise DataError(
+            f"{readings.path}: column {column!r} ({key}) describes runs, but {len(mixed)} run(s) "
+            f"have several values, first {run!r} ({listing(found)}); give every reading of a "
+            "run the same value"
+        )
 
 
 def _check_runs(readings: Readings, window: int) -> None:

@@ -12,7 +12,8 @@ import pandas as pd
 from edge_lstm.config import Config
 from edge_lstm.data.loader import Readings, load_readings
 from edge_lstm.data.normalization import Normalization
-from edge_lstm.data.split import SPLITS, run_class, split_runs
+from edge_lstm.data.split import SPLITS, run_class, split_groups, split_runs
+from edge_lstm.data.user_split import check_groups, splits_from_column, splits_from_file
 from edge_lstm.data.windows import WindowSet, concat_windows, make_windows
 from edge_lstm.errors import DataError
 
@@ -58,6 +59,33 @@ def _sample_period(readings: Readings) -> float:
     return round(float(np.median(steps)), 6) if steps.size else 0.0
 
 
+def _split(readings: Readings, cfg: Config) -> dict[str, list[str]]:
+    """The runs of each split, the way data.split says (see SplitConfig)."""
+    data = cfg.data
+    where = f"in {cfg.source}"
+    groups = readings.run_values(data.group_column) if data.group_column else None
+    if data.split.mode == "fractions":
+        labels = readings.frame[readings.label_column].to_numpy()
+        classes = {
+            run: run_class(labels[s:e], readings.classes[0])
+            for run, (s, e) in readings.run_bounds().items()
+        }
+        if groups is None:
+            return split_runs(classes, data.split, data.seed)
+        return split_groups(classes, groups, data.split, data.seed)
+    if data.split.column is not None:
+        source = f"{readings.path}: column {data.split.column!r} (data.split.column {where})"
+        splits = splits_from_column(readings.run_values(data.split.column), source)
+    else:
+        source = f"data.split.file {where}"
+        splits = splits_from_file(Path(data.split.file), list(readings.run_bounds()), readings.path)
+    if groups is not None:
+        check_groups(
+            splits, groups, f"{source}, grouped by data.group_column {data.group_column!r}"
+        )
+    return splits
+
+
 def prepare_data(cfg: Config, data_path: Path | None = None) -> PreparedData:
     """Loads cfg.data.path (or `data_path`), splits runs, fits normalization on train, windows.
 
@@ -67,12 +95,7 @@ def prepare_data(cfg: Config, data_path: Path | None = None) -> PreparedData:
     frame = readings.frame
     bounds = readings.run_bounds()
     labels = frame[readings.label_column].to_numpy()
-    normal = readings.classes[0]
-    splits = split_runs(
-        {run: run_class(labels[s:e], normal) for run, (s, e) in bounds.items()},
-        cfg.data.split,
-        cfg.data.seed,
-    )
+    splits = _split(readings, cfg)
     values = frame[readings.features].to_numpy(dtype=np.float32)
     train_rows = np.concatenate([np.arange(*bounds[run]) for run in splits["train"]])
     normalization = Normalization.fit(values[train_rows])

@@ -14,13 +14,16 @@ class WindowSet:
 
     x: float32 [N, W, F], already normalized with the training statistics; y: int64 [N] class
     index of each window's last reading; run_ids: [N] run of each window; end_ts: [N] timestamp
-    of each window's last reading.
+    of each window's last reading; onset: bool [N], True when the window's readings carry more
+    than one label (it straddles a label change, e.g. a fault onset), so its label `y` describes
+    only its end.
     """
 
     x: np.ndarray
     y: np.ndarray
     run_ids: np.ndarray
     end_ts: np.ndarray
+    onset: np.ndarray
 
     def __len__(self) -> int:
         return len(self.y)
@@ -45,11 +48,16 @@ def make_windows(
     starts = window_starts(len(values), window, stride)
     ends = starts + window - 1
     view = sliding_window_view(values, window, axis=0)[starts]  # [N, F, W]
+    labels = np.asarray(labels, dtype=np.int64)
+    # changes[i]: label changes among readings 0..i, so a window [s, e] holds
+    # changes[e] - changes[s] of them
+    changes = np.r_[0, np.cumsum(labels[1:] != labels[:-1])]
     return WindowSet(
         x=np.ascontiguousarray(view.transpose(0, 2, 1), dtype=np.float32),
-        y=np.asarray(labels, dtype=np.int64)[ends],
+        y=labels[ends],
         run_ids=np.full(len(starts), run_id, dtype=object),
         end_ts=np.asarray(ts, dtype=np.float64)[ends],
+        onset=changes[ends] > changes[starts],
     )
 
 
@@ -61,10 +69,12 @@ def concat_windows(parts: list[WindowSet], window: int, n_features: int) -> Wind
             y=np.zeros(0, dtype=np.int64),
             run_ids=np.zeros(0, dtype=object),
             end_ts=np.zeros(0, dtype=np.float64),
+            onset=np.zeros(0, dtype=bool),
         )
     return WindowSet(
         x=np.concatenate([p.x for p in parts]),
         y=np.concatenate([p.y for p in parts]),
         run_ids=np.concatenate([p.run_ids for p in parts]),
         end_ts=np.concatenate([p.end_ts for p in parts]),
+        onset=np.concatenate([p.onset for p in parts]),
     )

@@ -4,6 +4,12 @@ The split is rebuilt with `prepare_data` from the artifact's own training config
 meta, or the manifest's provenance for ONNX files and engines), so the test windows are the
 ones the model never saw. Windows are re-expressed in the artifact's feature order and
 normalization before prediction, so scoring on new data uses the model's own statistics.
+
+Beside the headline metrics, every report says how far they can be trusted and where the
+errors are: run-level bootstrap intervals, onset against steady-state windows, detection delay
+and false alarms under the gateway's debounce rule (`scoring`), calibration before and after
+the artifact's temperature, and the same figures for the window baseline fitted on the same
+training split, so no metrics file shows a model without its strongest simple rival.
 """
 
 from __future__ import annotations
@@ -17,25 +23,31 @@ from typing import Any
 
 import numpy as np
 
+from edge_lstm.calibration import calibration_figures, calibration_report
 from edge_lstm.config import Config, config_from_dict, load_config
 from edge_lstm.data.alignment import align_labels, align_windows
 from edge_lstm.errors import EdgeLstmError
-from edge_lstm.metrics import compute_metrics, plot_confusion
+from edge_lstm.metrics import plot_confusion, summary_lines
 from edge_lstm.reporting.predictors import Predictor, open_predictor
+from edge_lstm.reporting.recordings import run_truths
+from edge_lstm.reporting.scoring import SplitWindows, score, score_lines
+from runtime.config import DebounceConfig, load_gateway_config
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+STORED_BASELINE = "window-baseline"  # the folder train-teacher saves the baseline in
 
 
 @dataclass
 class EvaluationResult:
-    """What `evaluate_artifact` measured and where it wrote it."""
+    """What `evaluate_artifact` measured and where it wrote it (`report` is metrics.json)."""
 
     predictor: str
     kind: str
     split: str
     metrics: dict[str, Any]
+    report: dict[str, Any]
     seconds: float
     metrics_path: Path
     confusion_path: Path
@@ -53,6 +65,13 @@ def resolve_config(predictor: Predictor, config_path: Path | None) -> Config:
     return config_from_dict(predictor.config, f"{predictor.path} (stored config)")
 
 
+def debounce_rule(gateway_config: Path | None) -> DebounceConfig:
+    """The gateway's debounce settings: from a gateway config file, else its defaults."""
+    if gateway_config is None:
+        return DebounceConfig()
+    return load_gateway_config(gateway_config).debounce
+
+
 def default_out_dir(path: Path, split: str) -> Path:
     """`<checkpoint dir>/eval-<split>` or `<folder>/eval-<split>-<file stem>` for a file."""
     path = Path(path)
@@ -63,14 +82,9 @@ def default_out_dir(path: Path, split: str) -> Path:
     return path.parent / f"eval-{split}-{path.stem}"
 
 
-def split_for(
-    predictor: Predictor, cfg: Config, data_path: Path | None, split: str
-) -> tuple[np.ndarray, np.ndarray]:
+def model_view(predictor: Predictor, prepared: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The split's windows in the predictor's feature order and normalization, and its labels
     as the predictor's class indices."""
-    from edge_lstm.data.prepare import prepare_data
-
-    prepared = prepare_data(cfg, data_path)
     windows = prepared.split(split)
     if windows.x.shape[1] != predictor.window:
         raise EdgeLstmError(
@@ -87,6 +101,55 @@ def split_for(
     return x, align_labels(windows.y, prepared.classes, predictor.classes)
 
 
+def split_windows(prepared: Any, split: str, cfg: Config, rule: DebounceConfig) -> SplitWindows:
+    """Runs, ends, onset flags and ground truth of the split's windows."""
+    windows = prepared.split(split)
+    runs = sorted(set(np.asarray(windows.run_ids).astype(str).tolist()))
+    data = cfg.data
+    return SplitWindows(
+        run_ids=windows.run_ids,
+        end_ts=windows.end_ts,
+        onset=windows.onset,
+        truths=run_truths(
+            prepared.readings, data.run_column, data.timestamp_column, data.label_column, runs
+        ),
+        rule=rule,
+        hop_readings=data.stride,
+        sample_period_s=prepared.sample_period_s,
+    )
+
+
+def baseline_figures(
+    predictor: Predictor, prepared: Any, split: str, x_model: np.ndarray, windows: SplitWindows
+) -> dict[str, Any]:
+    """The window baseline on the same windows: the one train-teacher stored beside a teacher
+    checkpoint (fed the teacher's view of the windows, which it was fitted on), else one fitted
+    here on the artifact's training split (fed the split as prepared)."""
+    from edge_lstm.baselines import BASELINE_NAME, WindowBaseline, fit_window_baseline
+
+    stored = Path(predictor.path) / STORED_BASELINE
+    target = prepared.split(split)
+    started = time.perf_counter()
+    if predictor.kind == "torch" and stored.is_dir():
+        baseline = WindowBaseline.load(stored)
+        source = f"loaded from {stored}"
+        x = x_model
+    else:
+        baseline = fit_window_baseline(prepared, seed=0)
+        source = "fitted on the train split of the artifact's config"
+        x = target.x
+    labels = align_labels(target.y, prepared.classes, baseline.classes)
+    probs = baseline.predict_proba(x)
+    return {
+        "name": BASELINE_NAME,
+        "source": source,
+        "size_bytes": baseline.size_bytes,
+        "seconds": time.perf_counter() - started,
+        **score(probs, labels, baseline.classes, windows),
+        "calibration": calibration_figures(probs, labels),
+    }
+
+
 def evaluate_artifact(
     path: Path,
     *,
@@ -94,21 +157,28 @@ def evaluate_artifact(
     split: str = "test",
     config_path: Path | None = None,
     out_dir: Path | None = None,
+    baseline: bool = True,
+    gateway_config: Path | None = None,
 ) -> EvaluationResult:
     """Scores a checkpoint, ONNX graph or engine on a split; writes metrics.json, confusion.png."""
+    from edge_lstm.data.prepare import prepare_data
+
     if split not in SPLITS:
         raise EdgeLstmError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if data_path is not None and not Path(data_path).exists():
         raise EdgeLstmError(f"{data_path}: data file not found")
     path = Path(path)
+    rule = debounce_rule(gateway_config)
     predictor = open_predictor(path)
     cfg = resolve_config(predictor, config_path)
-    x, labels = split_for(predictor, cfg, Path(data_path) if data_path is not None else None, split)
+    prepared = prepare_data(cfg, Path(data_path) if data_path is not None else None)
+    x, labels = model_view(predictor, prepared, split)
+    windows = split_windows(prepared, split, cfg, rule)
 
     started = time.perf_counter()
-    probs = predictor.predict_proba(x)
+    logits = predictor.predict_logits(x)
     seconds = time.perf_counter() - started
-    metrics = compute_metrics(probs, labels, predictor.classes)
+    metrics = score(predictor.probabilities(logits), labels, predictor.classes, windows)
 
     out = Path(out_dir) if out_dir is not None else default_out_dir(path, split)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +193,13 @@ def evaluate_artifact(
         "split": split,
         "predict_seconds": seconds,
         **metrics,
+        "calibration": {
+            **calibration_report(logits, labels, predictor.temperature),
+            "temperature_source": predictor.temperature_source,
+        },
+        "baseline": (
+            baseline_figures(predictor, prepared, split, x, windows) if baseline else None
+        ),
     }
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(report, indent=2) + "\n")
@@ -138,7 +215,33 @@ def evaluate_artifact(
         kind=predictor.kind,
         split=split,
         metrics=metrics,
+        report=report,
         seconds=seconds,
         metrics_path=metrics_path,
         confusion_path=confusion_path,
     )
+
+
+def calibration_line(calibration: dict[str, Any]) -> str:
+    before, after = calibration["before"], calibration["after"]
+    return (
+        f"calibration ({calibration['ece_bins']}-bin ECE, Brier): T = "
+        f"{calibration['temperature']:.3g} ({calibration['temperature_source']}): "
+        f"ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
+        f"Brier {before['brier']:.4f} -> {after['brier']:.4f}"
+    )
+
+
+def report_lines(report: dict[str, Any]) -> list[str]:
+    """The printed summary of a metrics.json: headline and per-class figures, intervals,
+    onset/steady, detection, calibration, then the baseline's figures on the same windows."""
+    lines = [*summary_lines(report), *score_lines(report), calibration_line(report["calibration"])]
+    base = report["baseline"]
+    if base is None:
+        return [*lines, "baseline: skipped (--no-baseline)"]
+    calibration = base["calibration"]
+    lines.append(
+        f"baseline {base['name']} ({base['source']}; ECE {calibration['ece']:.4f}, "
+        f"Brier {calibration['brier']:.4f}):"
+    )
+    return lines + [f"  {line}" for line in score_lines(base)]

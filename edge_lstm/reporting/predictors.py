@@ -1,9 +1,12 @@
 """One prediction interface for a torch checkpoint, an ONNX graph and a TensorRT engine.
 
-Every predictor takes normalized windows `x[N, W, F]` and returns class probabilities
-`[N, C]`, and says which features, classes and normalization it expects, so `evaluate` and the
-comparison table score every artifact with the same code. Step artifacts (step.onnx, engines)
-are driven W times from the zero state, exactly as the streaming runtime runs them.
+Every predictor takes normalized windows `x[N, W, F]` and returns logits or class
+probabilities `[N, C]`, and says which features, classes and normalization it expects, so
+`evaluate` and the comparison table score every artifact with the same code. Step artifacts
+(step.onnx, engines) are driven W times from the zero state, exactly as the streaming runtime
+runs them, and their probabilities are the manifest's (`Manifest.probabilities`: softmax of
+logits / the folder's temperature), so evaluation scores what the gateway serves. A torch
+checkpoint stores no temperature: its probabilities are the plain softmax (T = 1).
 
 The deployment-folder schema and the step backends live in `runtime/`, the ONNX Runtime
 runners in `converters.parity`; TensorRT itself is imported only when an engine is opened.
@@ -44,6 +47,12 @@ class Predictor(Protocol):
     normalization: Normalization
     config: dict[str, Any] | None  # the training Config dump, to rebuild the data splits
     path: Path
+    temperature: float  # probabilities = softmax(logits / temperature)
+    temperature_source: str  # where the temperature comes from, for the report
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray: ...
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray: ...
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
 
@@ -62,11 +71,19 @@ class TorchPredictor:
     path: Path
     model: Any
     kind: str = "torch"
+    temperature: float = 1.0
+    temperature_source: str = "none stored in a checkpoint"
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
         from edge_lstm.training.predict import predict_logits
 
-        return softmax(predict_logits(self.model, np.ascontiguousarray(x, np.float32), BATCH))
+        return predict_logits(self.model, np.ascontiguousarray(x, np.float32), BATCH)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits, self.temperature)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.probabilities(self.predict_logits(x))
 
 
 @dataclass
@@ -82,12 +99,24 @@ class ManifestPredictor:
     normalization: Normalization
     config: dict[str, Any] | None
     path: Path
+    manifest: Manifest
     run: Callable[[np.ndarray], np.ndarray]
+    temperature_source: str = MANIFEST_FILE
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+    @property
+    def temperature(self) -> float:
+        return self.manifest.temperature
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        return softmax(self.run(np.asarray(x, np.float32)))
+        return self.run(np.asarray(x, np.float32))
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return self.manifest.probabilities(logits)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.probabilities(self.predict_logits(x))
 
 
 def open_torch(path: Path) -> TorchPredictor:
@@ -139,6 +168,7 @@ def _manifest_fields(manifest: Manifest, path: Path) -> dict[str, Any]:
         "config": manifest.provenance.get("config"),
         "path": path,
         "size_bytes": path.stat().st_size,
+        "manifest": manifest,
     }
 
 

@@ -1,8 +1,11 @@
-"""`distill` on the tiny data: the student learns, the table is complete, logits are cached."""
+"""`distill` on the tiny data: the student learns, the table is complete (the reference row
+included), logits are cached, several seeds give the table its seed study."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 from unittest.mock import patch
@@ -12,12 +15,20 @@ import pytest
 from click.testing import CliRunner
 
 import converters.distill as distill_module
+import converters.reference as reference_module
 from converters.comparison import HEADER, load_comparison
 from converters.distill import distill, teacher_soft_targets
+from converters.reference import NOTES, reference_row
 from converters.search import TARGET_SHARE, Candidate, pareto_front, recommend, search_students
+from converters.seed_study import VERDICTS
+from edge_lstm.baselines import BASELINE_NAME, WindowBaseline, fit_window_baseline
 from edge_lstm.checkpoint import load_checkpoint, read_meta
 from edge_lstm.cli import main
 from edge_lstm.data import prepare_data
+from edge_lstm.metrics import compute_metrics
+from edge_lstm.train_teacher import BASELINE_DIR
+from edge_lstm.uncertainty import summarize_seeds
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -49,27 +60,99 @@ def test_student_improves_over_its_initial_accuracy(distilled: Path) -> None:
 
 def test_comparison_table_has_every_row_and_column(distilled: Path) -> None:
     rows = load_comparison(distilled / "comparison.json")
-    assert [r.model for r in rows] == ["teacher", "student-gru8", "student-gru8-hard"]
+    names = ["teacher", "student-gru8", "student-gru8-hard", BASELINE_NAME]
+    assert [r.model for r in rows] == names
     for row in rows:
-        assert row.runtime == "torch" and row.precision == "fp32"
+        assert (row.runtime, row.precision) == (
+            ("sklearn", "fp64") if row.model == BASELINE_NAME else ("torch", "fp32")
+        )
         assert 0 <= row.macro_f1 <= 1 and 0 <= row.accuracy <= 1
         assert row.parameters and row.size_bytes > 0
         assert row.latency_ms_b1 > 0 and row.latency_ms_b256 > row.latency_ms_b1
     assert rows[0].parameters > rows[1].parameters == rows[2].parameters
     assert rows[1].macro_f1 == pytest.approx(read_meta(distilled).metrics["test"]["macro_f1"])
+    assert rows[1].notes == "distilled (T=2, α=0.5, label smoothing 0)"
+    assert rows[2].notes == "hard labels only (label smoothing 0)"
 
     raw = json.loads((distilled / "comparison.json").read_text())
     assert raw["roles"] == {
         "teacher": "teacher",
         "student": "student-gru8",
         "baseline": "student-gru8-hard",
+        "reference": BASELINE_NAME,
     }
-    assert set(raw["summary"]) >= {"student_f1_over_teacher_f1", "kd_minus_hard_macro_f1"}
+    assert set(raw["summary"]) >= {
+        "student_f1_over_teacher_f1",
+        "kd_minus_hard_macro_f1",
+        "student_minus_reference_macro_f1_points",
+    }
+    assert raw["seeds"]["seeds"] == [0] and raw["seeds"]["verdict"] == "one_seed"
     md = (distilled / "comparison.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("|")]
     assert table[0] == "| " + " | ".join(HEADER) + " |"
-    assert len(table) == 2 + 3
+    assert len(table) == 2 + 4
     assert all(line.count("|") == len(HEADER) + 1 for line in table)
+    assert f"- verdict: {VERDICTS['one_seed']}" in md.splitlines()
+    gap = raw["summary"]["student_minus_reference_macro_f1_points"]
+    ahead = f"- student-gru8 is ahead of the reference {BASELINE_NAME} by"
+    behind = f"- the reference {BASELINE_NAME} is ahead of student-gru8 by"
+    assert (ahead if gap > 0 else behind) in md
+
+
+def test_the_reference_row_is_the_window_baseline_stored_with_the_teacher(
+    tiny_config, teacher: Path, distilled: Path
+) -> None:
+    prepared = prepare_data(tiny_config)
+    stored = WindowBaseline.load(teacher / BASELINE_DIR)
+    expected = compute_metrics(
+        stored.predict_proba(prepared.test.x), prepared.test.y, stored.classes
+    )
+    row = load_comparison(distilled / "comparison.json")[-1]
+    assert row.model == BASELINE_NAME and row.notes == NOTES
+    assert row.macro_f1 == pytest.approx(expected["macro_f1"])
+    assert row.accuracy == pytest.approx(expected["accuracy"])
+    assert (row.size_bytes, row.parameters) == (stored.size_bytes, stored.parameters)
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the stored window baseline was fitted again")
+
+    teacher_ckpt = distill_module.load_teacher(teacher, prepared)
+    with patch.object(reference_module, "fit_window_baseline", refuse):
+        again = reference_row(teacher_ckpt, prepared, lambda x: x, seed=0)
+    assert again.macro_f1 == row.macro_f1
+
+
+def _few_train_windows(prepared, per_class: int = 12):
+    """The prepared data with a few training windows per class: a window baseline fits in
+    seconds on them."""
+    keep = np.concatenate(
+        [np.flatnonzero(prepared.train.y == c)[:per_class] for c in range(len(prepared.classes))]
+    )
+    train = prepared.train
+    subset = dataclasses.replace(
+        train,
+        **{f.name: getattr(train, f.name)[keep] for f in dataclasses.fields(train)},
+    )
+    return dataclasses.replace(prepared, train=subset)
+
+
+def test_a_stored_baseline_for_other_sensors_is_fitted_again(
+    tiny_config, teacher: Path, tmp_path: Path
+) -> None:
+    prepared = _few_train_windows(prepare_data(tiny_config))
+    other = shutil.copytree(teacher, tmp_path / "teacher")
+    shutil.rmtree(other / BASELINE_DIR)
+    reversed_sensors = list(reversed(prepared.features))
+    WindowBaseline.fit(
+        prepared.train.x, prepared.train.y, prepared.classes, channel_names=reversed_sensors
+    ).save(other / BASELINE_DIR)
+    row = reference_row(distill_module.load_teacher(other, prepared), prepared, lambda x: x, 0)
+    fitted = fit_window_baseline(prepared, seed=0)
+    expected = compute_metrics(
+        fitted.predict_proba(prepared.test.x), prepared.test.y, prepared.classes
+    )
+    assert row.macro_f1 == pytest.approx(expected["macro_f1"])
+    assert row.size_bytes == fitted.size_bytes
 
 
 def test_teacher_logits_are_cached_by_weights_and_data(tiny_config, teacher, distilled) -> None:
@@ -210,3 +293,59 @@ def test_distill_leaves_no_training_state_and_resumes_an_interrupted_student(
     fresh = load_checkpoint(distilled).model.state_dict()
     for name, tensor in load_checkpoint(out).model.state_dict().items():
         assert torch.equal(tensor, fresh[name]), name
+
+
+def test_seeds_train_both_students_per_seed_and_the_table_reports_their_difference(
+    teacher: Path, distilled: Path, tiny_config_path: Path, tmp_path: Path
+) -> None:
+    """`--seeds 2`: the primary seed's students are those of a one-seed run, seed 1's go to
+    seeds/seed-1/ (a seed folder of an earlier run goes), and the seed study holds each seed's
+    test figures and KD − hard."""
+    import torch
+
+    out = tmp_path / "s"
+    stale = out / "seeds" / "seed-5"  # left by an earlier run with more seeds
+    stale.mkdir(parents=True)
+    (stale / "model.pt").write_bytes(b"old")
+    args = ["--teacher", str(teacher), "--config", str(tiny_config_path), "--out", str(out)]
+    result = run_cli("distill", *args, "--seeds", "2")
+    assert result.exit_code == 0, result.output
+    folders = {"kd": [out, out / "seeds" / "seed-1"]}
+    folders["hard"] = [f / "baseline" for f in folders["kd"]]
+    for folder in folders["kd"] + folders["hard"]:
+        assert (folder / "model.pt").is_file() and (folder / "metrics.json").is_file()
+    assert sorted(p.name for p in (out / "seeds").iterdir()) == ["seed-1"]
+    for name, tensor in load_checkpoint(out).model.state_dict().items():
+        assert torch.equal(tensor, load_checkpoint(distilled).model.state_dict()[name]), name
+    seed1 = load_checkpoint(folders["kd"][1]).model.state_dict()
+    assert any(
+        not torch.equal(t, seed1[n]) for n, t in load_checkpoint(out).model.state_dict().items()
+    )
+
+    def figures(folder: Path) -> tuple[float, int]:
+        report = json.loads((folder / "metrics.json").read_text())
+        return report["test"]["macro_f1"], report["training"]["seed"]
+
+    kd, hard = ([figures(f) for f in folders[k]] for k in ("kd", "hard"))
+    assert [seed for _, seed in kd] == [seed for _, seed in hard] == [0, 1]
+    study = json.loads((out / "comparison.json").read_text())["seeds"]
+    assert study["seeds"] == [0, 1]
+    assert study["training"]["label_smoothing"] == 0.0 and study["training"]["epochs"] == 3
+    assert study["models"]["student-gru8"]["macro_f1"]["values"] == [f1 for f1, _ in kd]
+    assert study["models"]["student-gru8-hard"]["macro_f1"]["values"] == [f1 for f1, _ in hard]
+    diff = summarize_seeds([k - h for (k, _), (h, _) in zip(kd, hard, strict=True)])
+    assert study["kd_minus_hard"]["macro_f1"]["mean"] == pytest.approx(diff.mean)
+    assert study["kd_minus_hard"]["macro_f1"]["low"] == pytest.approx(diff.low)
+    verdict = "kd_helps" if diff.low > 0 else "hard_better" if diff.high < 0 else "not_shown"
+    assert study["verdict"] == verdict
+
+    md = (out / "comparison.md").read_text().splitlines()
+    assert (
+        "- the KD and hard-label students trained alike: label smoothing 0, 3 epochs "
+        "(patience 2), lr 0.01, seeds 0–1"
+    ) in md
+    assert any(line.startswith("- KD − hard: ") and "over 2 seeds (95% CI " in line for line in md)
+    assert md[-1] == f"- verdict: {VERDICTS[verdict]}"
+    printed = result.output.splitlines()
+    assert f"- verdict: {VERDICTS[verdict]}" in printed
+    assert any(line.startswith("seed 1: students in ") for line in printed)

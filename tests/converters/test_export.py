@@ -133,6 +133,8 @@ def test_cli_export_adds_a_comparison_row(gru_checkpoint: Path, tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert f"next: edgelstm quantize {out}" in result.output
     assert "parity step: max |diff|" in result.output
+    assert "parity sample (test and validation splits): 9 classes" in result.output
+    assert "validation windows: ECE" in result.output
     for file in ("model.onnx", "step.onnx"):
         assert f"{file} ({human_size((out / file).stat().st_size)})" in result.output
     assert not list(out.glob(".export-*"))
@@ -158,3 +160,62 @@ def test_export_refuses_data_the_model_was_not_trained_on(
     with pytest.raises(ConverterError, match="not the data the model was trained on"):
         export(gru_checkpoint, tmp_path / "deploy", data_path=other)
     assert not (tmp_path / "deploy").exists()
+
+
+def test_parity_runs_on_a_stratified_sample_of_held_out_windows(gru_deploy: Path, prepared):
+    """Every class of the test and validation splits, from more than the first runs of the
+    test split, about export.parity_windows windows in all (at least one per class)."""
+    manifest = Manifest.load(gru_deploy)
+    coverage = manifest.metrics["parity_coverage"]
+    held_out = np.concatenate([prepared.test.y, prepared.val.y])
+    present = sorted(set(held_out.tolist()))
+    assert coverage["classes"] == len(present) == len(manifest.classes)
+    assert coverage["missing_classes"] == []
+    assert coverage["source"] == "test and validation splits"
+    first_windows = prepared.test.run_ids[:8]  # what parity used to check
+    assert coverage["runs"] > len(set(first_windows.tolist()))
+    for graph in ("window", "step"):
+        assert manifest.metrics["parity"][graph]["windows"] == coverage["windows"]
+    assert coverage["windows"] == len(present)  # parity_windows 8 < 9 classes: one each
+
+
+def test_parity_sample_spreads_its_windows_over_classes_and_runs(prepared) -> None:
+    from converters.export_onnx import parity_sample
+
+    sample = parity_sample(prepared, 64)
+    counts = np.bincount(sample.y, minlength=len(prepared.classes))
+    assert counts.sum() <= 64 and set(counts.tolist()) == {64 // len(prepared.classes)}
+    described = sample.describe(prepared.classes)
+    assert all(runs >= 2 for runs in described["runs_per_class"].values())
+
+
+def test_the_temperature_is_fitted_on_validation_logits(gru_deploy: Path, prepared) -> None:
+    from edge_lstm.calibration import calibration_report, fit_temperature
+
+    manifest = Manifest.load(gru_deploy)
+    logits = window_logits(ort_session(gru_deploy / "model.onnx"), prepared.val.x)
+    assert manifest.temperature == pytest.approx(fit_temperature(logits, prepared.val.y))
+    stored = manifest.metrics["calibration"]
+    expected = calibration_report(logits, prepared.val.y, manifest.temperature)
+    assert stored["split"] == "val" and stored["windows"] == len(prepared.val.y)
+    assert stored["before"] == pytest.approx(expected["before"])
+    assert stored["after"] == pytest.approx(expected["after"])
+
+
+def test_no_validation_windows_leave_the_temperature_at_one(
+    gru_deploy: Path, prepared, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dataclasses
+
+    from converters.export_onnx import calibrate
+    from edge_lstm.data.windows import concat_windows
+
+    manifest = Manifest.load(gru_deploy)
+    no_val = dataclasses.replace(
+        prepared, val=concat_windows([], manifest.window, manifest.n_features)
+    )
+    with caplog.at_level("WARNING", logger="converters.export_onnx"):
+        entry = calibrate(gru_deploy / "model.onnx", manifest, no_val)
+    assert manifest.temperature == 1.0 and entry["temperature"] == 1.0
+    assert "no validation windows" in entry["note"]
+    assert "temperature left at 1.0" in caplog.text

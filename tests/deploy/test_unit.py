@@ -29,6 +29,7 @@ except ModuleNotFoundError:  # Python 3.10: import-linter (dev extra) brings tom
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "deploy" / "edgelstm.service"
+TEMPLATE = REPO / "deploy" / "edgelstm@.service"  # one worker of a sharded gateway
 INSTALL = REPO / "deploy" / "install.sh"
 EXEC = "/opt/edgelstm/venv/bin/edgelstm"
 
@@ -38,10 +39,10 @@ needs_analyze = pytest.mark.skipif(
 )
 
 
-def _unit_settings() -> dict[str, list[str]]:
+def _unit_settings(unit: Path = UNIT) -> dict[str, list[str]]:
     """[Service]/[Unit]/[Install] keys -> their values in order (a key may repeat)."""
     settings: dict[str, list[str]] = {}
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith(("#", "[")):
             key, _, value = line.partition("=")
@@ -385,3 +386,49 @@ def test_runtime_stack_works_without_writable_executable_memory() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+# --- the worker template of a sharded gateway (deploy/rabbitmq/README.md) -------------------
+
+# what a worker may set differently from edgelstm.service: its config, its own state folder,
+# the broker it starts after and its texts; hardening, notify, watchdog and limits are shared
+TEMPLATE_OWN_KEYS = {
+    "Description",
+    "Documentation",
+    "After",
+    "ExecStart",
+    "StateDirectory",
+    "ReadWritePaths",
+}
+
+
+def test_the_worker_template_is_the_unit_but_for_its_config_and_state() -> None:
+    unit, template = _unit_settings(), _unit_settings(TEMPLATE)
+    differs = {k for k in unit.keys() | template.keys() if unit.get(k) != template.get(k)}
+    assert differs == TEMPLATE_OWN_KEYS
+    assert template["ExecStart"] == [f"{EXEC} serve --config /etc/edgelstm/worker-%i.yaml"]
+    # one outbox per worker: two workers must never share a SQLite outbox
+    assert template["StateDirectory"] == ["edgelstm/worker-%i"]
+    assert template["ReadWritePaths"] == ["/var/lib/edgelstm/worker-%i"]
+    assert "rabbitmq-server.service" in template["After"][0].split()
+    assert (REPO / "deploy" / "rabbitmq" / "README.md").is_file()
+
+
+@needs_analyze
+def test_a_worker_instance_verifies_and_stays_hardened(tmp_path: Path) -> None:
+    instance = tmp_path / "edgelstm@0.service"
+    text = TEMPLATE.read_text()
+    assert EXEC in text
+    instance.write_text(text.replace(EXEC, sys.executable))
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(instance)], capture_output=True, text=True, timeout=60
+    )
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    overall = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(instance)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    score = float(overall.rsplit("Overall exposure level for edgelstm@0.service:", 1)[1].split()[0])
+    assert score <= 1.5, overall[-400:]

@@ -8,6 +8,22 @@ import pytest
 
 
 @pytest.fixture(scope="session")
+def prepared_tiny(tiny_config):
+    """The tiny config's prepared data (the splits every tiny model was trained and scored on)."""
+    from edge_lstm.data.prepare import prepare_data
+
+    return prepare_data(tiny_config)
+
+
+@pytest.fixture(scope="session")
+def tiny_baseline(prepared_tiny):
+    """The window baseline fitted on the tiny training split, as evaluate fits it."""
+    from edge_lstm.baselines import fit_window_baseline
+
+    return fit_window_baseline(prepared_tiny, seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_teacher(tiny_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A teacher checkpoint trained for a few epochs on the tiny data."""
     from edge_lstm.train_teacher import train_teacher

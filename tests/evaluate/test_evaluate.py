@@ -1,4 +1,6 @@
-"""`edgelstm evaluate` on checkpoints and ONNX graphs: files written, errors as one line."""
+"""`edgelstm evaluate` on checkpoints and ONNX graphs: files written, errors as one line, and
+the figures beside the headline (intervals, onset/steady, detection under the gateway's
+debounce rule, calibration at the served temperature, the window baseline)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from edge_lstm.baselines import BASELINE_NAME
 from edge_lstm.checkpoint import read_meta
 from edge_lstm.data.alignment import align_labels, align_windows
 from edge_lstm.data.normalization import Normalization
@@ -17,6 +20,7 @@ from edge_lstm.errors import EdgeLstmError
 from edge_lstm.metrics import softmax
 from edge_lstm.reporting.evaluate import evaluate_artifact
 from edge_lstm.reporting.predictors import open_predictor
+from runtime.manifest import Manifest
 from tests.conftest import run_cli
 
 
@@ -35,7 +39,16 @@ def _assert_one_line_error(result, *fragments: str) -> None:
 
 def test_evaluate_checkpoint_writes_json_and_png(tiny_teacher: Path, tiny_data: Path, tmp_path):
     out = tmp_path / "eval"
-    result = _run(str(tiny_teacher), "--data", str(tiny_data), "--split", "test", "--out", str(out))
+    result = _run(
+        str(tiny_teacher),
+        "--data",
+        str(tiny_data),
+        "--split",
+        "test",
+        "--out",
+        str(out),
+        "--no-baseline",
+    )
     assert result.exit_code == 0, result.output
     assert "macro-F1" in result.output and "kappa" in result.output
 
@@ -51,29 +64,44 @@ def test_evaluate_checkpoint_writes_json_and_png(tiny_teacher: Path, tiny_data: 
     assert report["n"] == int(np.sum(report["confusion_matrix"]))
     assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
 
+    # a checkpoint stores no temperature: T = 1, so calibration is the same before and after
+    calibration = report["calibration"]
+    assert calibration["temperature"] == 1.0 and calibration["before"] == calibration["after"]
+    assert calibration["temperature_source"] == "none stored in a checkpoint"
+    assert report["baseline"] is None and "baseline: skipped (--no-baseline)" in result.output
+    for text in ("95% CI", "onset windows", "steady windows", "fault runs detected", "T = 1 "):
+        assert text in result.output
+
 
 def test_evaluate_defaults_beside_the_artifact(tiny_teacher: Path):
-    result = _run(str(tiny_teacher / "model.pt"), "--split", "val")
+    result = _run(str(tiny_teacher / "model.pt"), "--split", "val", "--no-baseline")
     assert result.exit_code == 0, result.output
     assert (tiny_teacher / "eval-val" / "metrics.json").is_file()
     assert (tiny_teacher / "eval-val" / "confusion.png").is_file()
 
 
 def test_onnx_graphs_score_like_the_checkpoint(tiny_student: Path, tiny_deploy: Path, tmp_path):
-    torch_eval = evaluate_artifact(tiny_student, out_dir=tmp_path / "torch")
+    torch_eval = evaluate_artifact(tiny_student, out_dir=tmp_path / "torch", baseline=False)
     for graph, kind in (("model.onnx", "onnx-window"), ("step.onnx", "onnx-step")):
-        result = evaluate_artifact(tiny_deploy / graph, out_dir=tmp_path / graph)
+        result = evaluate_artifact(tiny_deploy / graph, out_dir=tmp_path / graph, baseline=False)
         assert result.kind == kind
         assert result.metrics["confusion_matrix"] == torch_eval.metrics["confusion_matrix"]
         assert result.metrics["macro_f1"] == pytest.approx(torch_eval.metrics["macro_f1"])
 
 
 def test_step_graph_probabilities_match_torch(tiny_student: Path, tiny_deploy: Path):
+    """The same logits; the ONNX predictor's probabilities at the manifest's temperature (what
+    the gateway serves), the checkpoint's at T = 1 (it stores none)."""
     torch_pred = open_predictor(tiny_student)
     step_pred = open_predictor(tiny_deploy / "step.onnx")
     assert step_pred.features == torch_pred.features and step_pred.classes == torch_pred.classes
     x = np.random.default_rng(0).standard_normal((300, torch_pred.window, 24), np.float32)
-    np.testing.assert_allclose(step_pred.predict_proba(x), torch_pred.predict_proba(x), atol=1e-4)
+    logits = torch_pred.predict_logits(x)
+    np.testing.assert_allclose(step_pred.predict_logits(x), logits, atol=1e-4)
+    temperature = Manifest.load(tiny_deploy).temperature
+    assert step_pred.temperature == temperature != 1.0 and torch_pred.temperature == 1.0
+    np.testing.assert_allclose(step_pred.predict_proba(x), softmax(logits, temperature), atol=1e-4)
+    np.testing.assert_allclose(torch_pred.predict_proba(x), softmax(logits), atol=1e-6)
 
 
 def test_engines_are_driven_like_the_step_graph(tiny_student: Path, tiny_deploy: Path):
@@ -82,14 +110,15 @@ def test_engines_are_driven_like_the_step_graph(tiny_student: Path, tiny_deploy:
     from converters.parity import BackendSteps, step_graph_logits
     from edge_lstm.reporting.predictors import BATCH
     from runtime.backends.base import open_backend
-    from runtime.manifest import Manifest
 
     manifest = Manifest.load(tiny_deploy)
     graph = BackendSteps(open_backend(tiny_deploy, manifest, artifact="step"), manifest)
     x = np.random.default_rng(1).standard_normal((BATCH + 7, manifest.window, 24), np.float32)
     step_pred = open_predictor(tiny_deploy / "step.onnx")
     np.testing.assert_allclose(
-        softmax(step_graph_logits(graph, x, batch=BATCH)), step_pred.predict_proba(x), atol=1e-6
+        manifest.probabilities(step_graph_logits(graph, x, batch=BATCH)),
+        step_pred.predict_proba(x),
+        atol=1e-6,
     )
 
 
@@ -164,12 +193,14 @@ def test_other_data_is_scored_with_the_models_normalization(
 
     def spying_open(path: Path):
         predictor = open_predictor(path)
-        predict = predictor.predict_proba
-        predictor.predict_proba = lambda x: fed.append(np.array(x)) or predict(x)
+        predict = predictor.predict_logits
+        predictor.predict_logits = lambda x: fed.append(np.array(x)) or predict(x)
         return predictor
 
     monkeypatch.setattr(evaluate_module, "open_predictor", spying_open)
-    result = evaluate_artifact(tiny_teacher, data_path=data, out_dir=tmp_path / "eval")
+    result = evaluate_artifact(
+        tiny_teacher, data_path=data, out_dir=tmp_path / "eval", baseline=False
+    )
     assert json.loads(result.metrics_path.read_text())["data"] == str(data.resolve())
 
     # the direct computation: the data's test windows back to raw readings, then the model's z-score
@@ -212,3 +243,136 @@ def test_engine_without_tensorrt_is_one_line_exit_2(tiny_deploy: Path, tmp_path)
     )
     manifest.save(folder)
     _assert_one_line_error(_run(str(folder / "step.fp16.engine")), "TensorRT")
+
+
+def _interval_holds(interval: dict, estimate: float) -> None:
+    assert interval["estimate"] == pytest.approx(estimate, abs=1e-9)
+    assert interval["low"] <= interval["estimate"] <= interval["high"]
+
+
+def _runs_through_the_gateway(deploy: Path, data: Path, runs: set[str]) -> list[dict]:
+    """The `raised`/`cleared` events the gateway's stream engine and debouncer produce for
+    these runs (one device each), as alert bodies."""
+    import collections
+
+    from runtime.backends.base import open_backend
+    from runtime.config import DebounceConfig
+    from runtime.debounce import Debouncer
+    from runtime.parse import Readings
+    from runtime.replay import load_runs
+    from runtime.streams import StreamEngine
+
+    manifest = Manifest.load(deploy)
+    counts: collections.Counter = collections.Counter()
+    engine = StreamEngine(
+        manifest,
+        sample_period_s=0.1,
+        device_queue=100_000,
+        max_batch=256,
+        count=lambda name, n: counts.update({name: n}),
+    )
+    for run in load_runs(data, manifest.features)[1]:
+        if run.run_id in runs:
+            engine.add(run.run_id, Readings(run.ts, run.values), 0.0)
+    backend = open_backend(deploy, manifest)
+    rule = DebounceConfig()
+    debouncer = Debouncer(rule.k, rule.threshold)
+    events = []
+    while engine.pending_readings:
+        for window in engine.step_round(backend)[0]:
+            event = debouncer.update(window.device_id, window.probs)
+            if event is not None:
+                events.append(
+                    {
+                        "event": event.kind,
+                        "device_id": window.device_id,
+                        "class": manifest.classes[event.class_index],
+                        "window_end_ts": window.end_ts,
+                    }
+                )
+    assert not counts
+    return events
+
+
+def test_onnx_report_scores_what_the_gateway_serves(
+    tiny_deploy: Path, tiny_data: Path, tiny_config, prepared_tiny, tiny_baseline, tmp_path: Path
+):
+    """Intervals, onset/steady, calibration at the manifest's temperature, detection equal to
+    the gateway's own stream engine and debouncer on the same runs, and the window baseline
+    fitted on the same training split, scored on the same windows."""
+    from edge_lstm.calibration import calibration_figures
+    from edge_lstm.metrics import compute_metrics
+    from edge_lstm.reporting.detection import detections
+    from edge_lstm.reporting.recordings import run_truths
+
+    result = evaluate_artifact(tiny_deploy / "step.onnx", out_dir=tmp_path / "eval")
+    report = json.loads(result.metrics_path.read_text())
+    prepared = prepared_tiny
+    test = prepared.test
+    runs = sorted(set(test.run_ids.astype(str).tolist()))
+
+    _interval_holds(report["intervals"]["macro_f1"], report["macro_f1"])
+    _interval_holds(report["intervals"]["accuracy"], report["accuracy"])
+    assert report["intervals"]["macro_f1"]["units"] == len(runs)
+    onset, steady = report["onset"], report["steady"]
+    assert onset["windows"] == int(test.onset.sum()) > 0
+    assert onset["windows"] + steady["windows"] == report["n"] == len(test)
+    probs = open_predictor(tiny_deploy / "step.onnx").predict_proba(test.x)
+    hits = probs.argmax(axis=1) == test.y
+    assert np.trace(report["confusion_matrix"]) == hits.sum()
+    _interval_holds(onset["accuracy"], hits[test.onset].mean())
+    _interval_holds(steady["accuracy"], hits[~test.onset].mean())
+    onset_runs = len(set(test.run_ids[test.onset].tolist()))
+    assert onset["runs"] == onset["accuracy"]["units"] == onset_runs
+
+    manifest = Manifest.load(tiny_deploy)
+    calibration = report["calibration"]
+    assert calibration["temperature"] == manifest.temperature != 1.0
+    assert calibration["temperature_source"] == "manifest.json"
+    assert calibration["after"] == pytest.approx(calibration_figures(probs, test.y), abs=1e-6)
+    assert calibration["before"] != calibration["after"]
+
+    detection = report["detection"]
+    assert detection["debounce"] == {"k": 3, "threshold": 0.6}
+    assert detection["hop_readings"] == tiny_config.data.stride == manifest.hop
+    truths = run_truths(prepared.readings, "run_id", "ts", "label", runs)
+    live = detections(
+        _runs_through_the_gateway(tiny_deploy, tiny_data, set(runs)), truths, "normal"
+    )
+    by_run = {row["run_id"]: row for row in detection["runs"]}
+    assert set(by_run) == set(runs)
+    for row in live:
+        offline = by_run[row.run_id]
+        assert (offline["first_alert"], offline["false_alarms"]) == (
+            row.first_alert,
+            row.false_alarms,
+        )
+        assert offline["delay_s"] == pytest.approx(row.delay_s, abs=1e-6)
+    faulty = [r for r in live if r.onset_ts is not None]
+    assert detection["fault_runs"] == len(faulty) > 0
+
+    baseline = report["baseline"]
+    expected = compute_metrics(tiny_baseline.predict_proba(test.x), test.y, prepared.classes)
+    assert baseline["source"].startswith("fitted on the train split")
+    assert baseline["confusion_matrix"] == expected["confusion_matrix"]
+    assert baseline["onset"]["windows"] == onset["windows"]
+    assert baseline["detection"]["fault_runs"] == detection["fault_runs"]
+
+
+def test_a_baseline_stored_beside_a_teacher_is_used(
+    tiny_teacher: Path, tiny_baseline, prepared_tiny, tmp_path: Path
+):
+    import shutil
+
+    teacher = Path(shutil.copytree(tiny_teacher, tmp_path / "teacher"))
+    tiny_baseline.save(teacher / "window-baseline")
+    out = tmp_path / "eval"
+    result = _run(str(teacher), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    baseline = json.loads((out / "metrics.json").read_text())["baseline"]
+    assert baseline["name"] == BASELINE_NAME
+    assert baseline["source"] == f"loaded from {teacher / 'window-baseline'}"
+    test = prepared_tiny.test
+    predicted = tiny_baseline.predict_proba(test.x).argmax(axis=1)
+    assert baseline["accuracy"] == pytest.approx(float(np.mean(predicted == test.y)))
+    assert f"baseline {BASELINE_NAME} (loaded from" in result.output

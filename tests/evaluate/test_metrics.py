@@ -159,6 +159,12 @@ def test_softmax_is_stable_and_normalised() -> None:
     assert (p.argmax(axis=1) == logits.argmax(axis=1)).all()
 
 
+def test_softmax_divides_logits_by_the_temperature() -> None:
+    logits = np.array([[0.0, np.log(3.0)]])
+    np.testing.assert_allclose(softmax(logits, 0.5), [[0.1, 0.9]], rtol=1e-6)  # odds 3 -> 9
+    np.testing.assert_allclose(softmax(logits, 2.0), [[1 / (1 + 3**0.5), 1 - 1 / (1 + 3**0.5)]])
+
+
 def test_summary_lines_has_one_row_per_class() -> None:
     lines = summary_lines(compute_metrics(HAND_PROBS, HAND_LABELS, CLASSES))
     assert lines[0].startswith("windows 6  accuracy 0.6667  macro-F1 0.4889")

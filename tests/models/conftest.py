@@ -27,6 +27,7 @@ def synthetic_windows(n: int, seed: int, permute_labels: bool = False) -> Window
         y=y.astype(np.int64),
         run_ids=np.array([f"run{i % 10}" for i in range(n)]),
         end_ts=np.arange(n, dtype=np.float64),
+        onset=np.zeros(n, dtype=bool),
     )
 
 

@@ -103,7 +103,9 @@ def test_class_weights_and_balanced_sampler(val_windows) -> None:
     """With a 1-in-16 minority class, both balancing options still learn it."""
     base = synthetic_windows(512, seed=7)
     keep = (base.y != 3) | (np.arange(len(base.y)) % 4 == 0)
-    train = WindowSet(base.x[keep], base.y[keep], base.run_ids[keep], base.end_ts[keep])
+    train = WindowSet(
+        base.x[keep], base.y[keep], base.run_ids[keep], base.end_ts[keep], base.onset[keep]
+    )
     counts = np.bincount(train.y, minlength=N_CLASSES)
     weights = (counts.sum() / (N_CLASSES * counts)).astype(np.float32)
     cfg = TrainConfig(epochs=5, batch_size=32, lr=0.02)
@@ -117,7 +119,7 @@ def test_class_weights_and_balanced_sampler(val_windows) -> None:
 
 def test_input_errors(train_windows, val_windows) -> None:
     empty = WindowSet(train_windows.x[:0], train_windows.y[:0], train_windows.run_ids[:0],
-                      train_windows.end_ts[:0])  # fmt: skip
+                      train_windows.end_ts[:0], train_windows.onset[:0])  # fmt: skip
     with pytest.raises(EdgeLstmError, match="no training windows"):
         fit(_student(), empty, val_windows, TrainConfig(epochs=1))
     with pytest.raises(ValueError, match="soft_targets has 3 rows"):

@@ -68,9 +68,7 @@ def offline_windows(
         x = (run.values - mean) / std
         starts = list(range(0, len(x) - m.window + 1, stride or m.hop))
         windows = np.stack([x[s : s + m.window] for s in starts]).astype(np.float32)
-        logits = session.run(None, {"x": windows})[0].astype(np.float64)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs = m.probabilities(session.run(None, {"x": windows})[0])
         for s, p in zip(starts, probs, strict=True):
             out[(run.run_id, float(run.ts[s]))] = p
     return out

@@ -11,6 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runtime import parse
 from runtime.parse import BINARY_MAGIC, F32_MAX, Parser, Readings, Reason
 
 FEATURES = ["a", "b", "c", "d"]
@@ -119,6 +120,53 @@ def test_json_trees_never_raise_and_accept_only_numbers(tree: object) -> None:
         stamps, rows = expected_readings(tree)
         assert got.ts.tolist() == stamps
         np.testing.assert_array_equal(got.values, np.array(rows, np.float64).astype(np.float32))
+
+
+# ---- (b') the orjson fast path changes nothing ------------------------------------------
+
+
+def standard_decoder_only(payload: bytes) -> Readings | Reason:
+    """What the parser says with the standard library decoder alone, which defines the
+    semantics (runtime/parse.py: orjson only speeds up messages it would accept anyway)."""
+    if len(payload) > MAX_PAYLOAD:
+        return Reason.OVERSIZED
+    msg = parse._decode(payload)
+    return msg if isinstance(msg, Reason) else PARSER._message(msg)
+
+
+def assert_same(got: Readings | Reason, want: Readings | Reason) -> None:
+    """The same reason, or bit-identical readings (the sign of a zero included)."""
+    if isinstance(want, Reason) or isinstance(got, Reason):
+        assert got == want
+        return
+    assert got.ts.tobytes() == want.ts.tobytes()
+    assert got.values.tobytes() == want.values.tobytes()
+
+
+# number literals as senders write them: integers, long fractions, exponents, negative zero
+literals = st.from_regex(
+    r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][-+]?[0-9]{1,3})?", fullmatch=True
+)
+
+
+@fuzz(1500)
+@given(trees | shaped)
+def test_the_fast_path_parses_trees_as_the_standard_decoder(tree: object) -> None:
+    payload = json.dumps(tree).encode()
+    assert_same(PARSER.parse(payload), standard_decoder_only(payload))
+
+
+@fuzz(1500)
+@given(st.lists(literals, min_size=F + 1, max_size=F + 1), st.booleans())
+def test_the_fast_path_reads_every_number_literal_as_the_standard_decoder(
+    numbers: list[str], chunk: bool
+) -> None:
+    ts, row = numbers[0], ", ".join(numbers[1:])
+    text = (
+        f'{{"ts": [{ts}], "values": [[{row}]]}}' if chunk else f'{{"ts": {ts}, "values": [{row}]}}'
+    )
+    payload = text.encode()
+    assert_same(PARSER.parse(payload), standard_decoder_only(payload))
 
 
 # ---- (c) valid messages, then each with one fault ---------------------------------------
