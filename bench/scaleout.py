@@ -2,17 +2,21 @@
 RabbitMQ (input.mode: amqp, deploy/rabbitmq/), as ratios to one worker.
 
 A throwaway RabbitMQ node (tests/runtime/rabbitmq.py) with the topology of
-runtime/amqp_topology.py for N shards. Two rounds per worker count, each on fresh queues:
+runtime/amqp_topology.py for N shards, fresh queues for every round:
 
-- throughput: every queue is filled first (the demo's readings of D devices, JSON, one reading
-  per message, published over AMQP to `amq.topic` with the routing keys the MQTT plugin makes),
-  then N workers start together; readings/s = readings / (all consumed - first consumer
-  registered). Each worker's CPU per reading and the start skew are reported beside it.
+- throughput (best of 2 rounds): every queue is filled first (the demo's readings of D
+  devices, JSON, one reading per message, published over AMQP to `amq.topic` with the routing
+  keys the MQTT plugin makes), then N workers start together; readings/s counts from the moment
+  the last of them consumes (the start skew is reported) to the last reading. Beside it: CPU
+  per reading of each worker and of the broker, and how busy all cores were.
 - latency: the same devices paced at a fixed offered load well below one worker's rate;
   p99 of receive -> infer and of infer, over every worker's latest 8,192 windows.
 
-On this 2-core machine the broker, the publisher and the workers share the same two cores, so
-the ratios say what is left for the workers here; `bounds` records how busy all cores were.
+What a machine with more cores should expect follows from the CPU figures, which do not
+depend on how many cores there are: each reading costs a worker `cpu_us_per_reading` and the
+broker `broker_cpu_us_per_reading`, so N workers on C free cores reach about
+min(N / c_w, C / (c_w + c_b)) readings/s. On this 2-core machine the broker, the
+publisher and the workers share two cores (machine_busy_share 1.0 = both saturated).
 
     python -m bench.scaleout [--runs runs/demo] [--quick]  # -> bench/scaleout.json
 """
@@ -41,12 +45,15 @@ from runtime.manifest import Manifest
 from runtime.parse import encode_json
 
 log = logging.getLogger(__name__)
+logging.getLogger("pika").setLevel(logging.WARNING)  # INFO: lines per connection event
 
 WORKER_COUNTS = (1, 2, 3)
+ROUNDS = 2  # throughput rounds per worker count (1 with --quick)
 START_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 300.0
 PACED_READINGS_PER_S = 1_000.0  # offered load of the latency round, all devices together
 PACED_SECONDS = 8.0
+STATS_INTERVAL_S = 0.25  # workers' stats cadence: the resolution of the throughput clock
 _CONSUMING = re.compile(r"^(\S+ \S+) INFO runtime\.amqp_input: consuming queue \S+ \(primary\)")
 
 
@@ -59,7 +66,7 @@ def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
     deploy = runs_dir / "deploy"
     manifest = Manifest.load(deploy)
     values = dataset(runs_dir, manifest)
-    devices, per_device = (120, 100) if quick else (300, 150)
+    devices, per_device = (120, 100) if quick else (300, 200)
     messages = _messages(values, devices, per_device)
     out: dict[str, Any] = {
         "devices": devices,
@@ -72,9 +79,15 @@ def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
         with rabbit:
             for n in WORKER_COUNTS:
                 base = Path(tmp) / f"n{n}"
-                through = _throughput_round(rabbit, deploy, base / "throughput", n, messages)
+                rounds = [
+                    _throughput_round(rabbit, deploy, base / f"throughput{r}", n, messages)
+                    for r in range(1 if quick else ROUNDS)
+                ]
+                # other work on the machine only ever slows a round down: the best one counts
+                best = max(rounds, key=lambda f: f["readings_per_s"])
+                best["readings_per_s_rounds"] = summarize([f["readings_per_s"] for f in rounds])
                 paced = _latency_round(rabbit, deploy, base / "latency", n, messages)
-                out["workers"][str(n)] = {**through, **paced}
+                out["workers"][str(n)] = {**best, **paced}
                 log.info("scaleout %d workers: %s", n, out["workers"][str(n)])
     one = out["workers"]["1"]
     for figures in out["workers"].values():
@@ -85,6 +98,19 @@ def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
             figures["receive_to_infer_p99_ms"] / max(one["receive_to_infer_p99_ms"], 1e-9), 3
         )
     return out
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """user + system CPU of every process in a process group (the broker: a shell script,
+    beam.smp, epmd and erl_child_setup), from /proc."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pgid:  # its group
+                total += cpu_seconds(int(stat.parent.name))
+        except OSError:  # ended meanwhile
+            continue
+    return total
 
 
 def _messages(values: list, devices: int, per_device: int) -> list[tuple[str, bytes]]:
@@ -153,7 +179,7 @@ class _Workers:
                 rabbit.mqtt_port,
                 gateway_id=f"bench-w{k}",
                 broker={"protocol": 311, "client_id": f"bench-{prefix}-w{k}"},
-                stats_interval_s=0.25,
+                stats_interval_s=STATS_INTERVAL_S,
                 log_every_s=60.0,
                 input={
                     "mode": "amqp",
@@ -174,6 +200,17 @@ class _Workers:
         for k in range(len(self.procs)):
             stats = self.recorder.payloads(f"bench-w{k}/stats")
             total += stats[-1]["counters"].get("readings", 0) if stats else 0
+        return total
+
+    def readings_at(self, when: float) -> int:
+        """Readings all workers had consumed by wall time `when` (their stats before it)."""
+        total = 0
+        for k in range(len(self.procs)):
+            before = [
+                m.body for m in self.recorder.of_kind("stats")
+                if m.topic == f"edgelstm/bench-w{k}/stats" and m.received_at <= when
+            ]  # fmt: skip
+            total += before[-1]["counters"].get("readings", 0) if before else 0
         return total
 
     def final_stats(self) -> list[dict[str, Any]]:
@@ -216,26 +253,35 @@ def _throughput_round(rabbit, deploy: Path, folder: Path, n: int, messages: list
     workers = _Workers(rabbit, deploy, folder, n, prefix)
     try:
         starts = workers.consume_started(START_TIMEOUT_S)
+        cpu_at_start = [cpu_seconds(p.proc.pid) for p in workers.procs]  # not the start-up's
+        broker_at_start = group_cpu_seconds(rabbit.proc.pid)
         done = wait_until(lambda: workers.readings() >= len(messages), DRAIN_TIMEOUT_S, 0.05)
         finished = time.time()
         if not done:
             raise RuntimeError(f"{n} workers consumed {workers.readings()} of {len(messages)}")
-        cpu = [cpu_seconds(p.proc.pid) for p in workers.procs]
+        cpu = [
+            cpu_seconds(p.proc.pid) - c for p, c in zip(workers.procs, cpu_at_start, strict=True)
+        ]
         busy = busy_share(cpu_before, machine_cpu())
+        broker_cpu = group_cpu_seconds(rabbit.proc.pid) - broker_at_start
         stats = workers.final_stats()
     finally:
         workers.stop()
         _drop(rabbit.amqp_url, queue_names(n, prefix))
-    span = finished - min(starts)
+    # from the moment every worker consumes: a worker that started late does not count
+    # against the others (the skew is reported)
+    span = finished - max(starts)
+    left = len(messages) - workers.readings_at(max(starts) + STATS_INTERVAL_S)
     per_worker = [s["counters"].get("readings", 0) for s in stats]
     return {
-        "readings_per_s": round(len(messages) / span, 1),
-        "seconds": round(span, 2),
+        "readings_per_s": round(left / max(span - STATS_INTERVAL_S, 1e-3), 1),
+        "seconds": round(finished - min(starts), 2),
         "start_skew_s": round(max(starts) - min(starts), 2),
         "readings_per_worker": per_worker,
         "cpu_us_per_reading": [
             round(c / max(r, 1) * 1e6, 1) for c, r in zip(cpu, per_worker, strict=True)
         ],
+        "broker_cpu_us_per_reading": round(broker_cpu / len(messages) * 1e6, 1),
         "machine_busy_share": round(busy, 3),
     }
 

@@ -178,7 +178,11 @@ class TrainConfig(_Strict):
     patience: int = Field(5, ge=1)
     clip_norm: float = Field(1.0, gt=0)
     label_smoothing: float = Field(
-        0.0, ge=0, lt=1, description="hard-label loss only; keeps validation loss honest"
+        0.0,
+        ge=0,
+        lt=1,
+        description="smooths the hard-label targets (and the KD loss's cross-entropy term); "
+        "keeps validation loss honest",
     )
     seed: int = 0
     max_minutes: float | None = Field(

@@ -37,7 +37,7 @@ class Interval:
 
     def text(self) -> str:
         """`0.993 (95% CI 0.985–0.998, 27 runs)`, decimals from the interval's half-width."""
-        d = decimals_for(max(self.high - self.estimate, self.estimate - self.low))
+        d = decimals_for((self.high - self.low) / 2, least=2)
         return (
             f"{self.estimate:.{d}f} ({self.level:.0%} CI {self.low:.{d}f}–{self.high:.{d}f}, "
             f"{self.units} runs)"
@@ -71,11 +71,11 @@ class SeedSummary:
         return f"{self.mean:.{d}f} ± {self.sd:.{d}f} ({self.n} seeds)"
 
 
-def decimals_for(uncertainty: float, most: int = 4) -> int:
-    """Decimals that show the first significant digit of `uncertainty` (1 to `most`)."""
+def decimals_for(uncertainty: float, most: int = 4, least: int = 1) -> int:
+    """Decimals that show the first significant digit of `uncertainty` (`least` to `most`)."""
     if not math.isfinite(uncertainty) or uncertainty <= 0:
         return most
-    return int(min(most, max(1, -math.floor(math.log10(uncertainty)))))
+    return int(min(most, max(least, -math.floor(math.log10(uncertainty)))))
 
 
 def summarize_seeds(values: Sequence[float], level: float = LEVEL) -> SeedSummary:

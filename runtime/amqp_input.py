@@ -58,6 +58,7 @@ logging.getLogger("pika").setLevel(logging.WARNING)  # INFO: lines per connectio
 POLL_S = 0.05  # longest pika wait per loop turn: bounds stop and liveness latency
 STANDBY_POLL_S = 0.5  # how often a standby checks that its queue's primary has registered
 EARLY_ACK_FRACTION = 0.9  # of the prefetch: beyond it the oldest messages are acked early
+NOT_FOUND = 404  # AMQP reply code: no such queue
 MAX_OWNED_FACTOR = 2  # device → queue entries kept, as a multiple of limits.max_devices
 _TS = struct.Struct("<d")
 
@@ -341,16 +342,34 @@ class AmqpInput:
         connection.process_data_events(time_limit=0)  # the last acks settle() queued
 
     def _consume(self, queue: str, role: str) -> None:
-        tag = self._channel.basic_consume(queue, self._on_message, auto_ack=False)
+        import pika
+
+        try:
+            tag = self._channel.basic_consume(queue, self._on_message, auto_ack=False)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise self._missing(queue) if exc.reply_code == NOT_FOUND else exc from None
         self._queues_by_tag[tag] = queue
         log.info("consuming queue %s (%s)", queue, role)
+
+    def _missing(self, queue: str) -> RuntimeError:
+        return RuntimeError(
+            f"queue {queue} does not exist on the broker: declare the topology "
+            f"(deploy/rabbitmq/setup.sh --shards {self.amqp.shards}, or python -m "
+            f"runtime.amqp_topology --shards {self.amqp.shards} --url URL)"
+        )
 
     def _join_standby(self, waiting: list[str], since_open_s: float) -> list[str]:
         """Registers on a standby queue once its primary has (so at a cold start every queue
         goes to its own worker), or after standby_delay_s when no primary shows up."""
         left = []
         for queue in waiting:
-            consumers = self._channel.queue_declare(queue, passive=True).method.consumer_count
+            import pika
+
+            try:
+                declared = self._channel.queue_declare(queue, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                raise self._missing(queue) if exc.reply_code == NOT_FOUND else exc from None
+            consumers = declared.method.consumer_count
             if consumers >= 1 or since_open_s >= self.amqp.standby_delay_s:
                 self._consume(queue, "standby: served only while its worker is gone")
             else:

@@ -221,7 +221,7 @@ class AmqpInputConfig:
     # unacknowledged messages the broker may hand this worker per queue: a message is acked
     # only once all windows holding its readings closed, so this must exceed
     # devices per queue x (ceil(window / readings per message) + 1)
-    prefetch: int = 20_000
+    prefetch: int = 60_000  # ~980 devices per queue for W = 60 and one reading a message
     heartbeat_s: int = 10  # AMQP heartbeat: a dead worker is noticed within ~2 of these
     reconnect_s: float = 2.0
 

@@ -169,9 +169,8 @@ class StreamEngine:
             return
         if not dev.pending:
             self.ready.append(device_id)
-        # one C-speed pass: Python floats for the timestamps, row views for the values
-        stamps = readings.ts[:n].tolist()
-        dev.pending.extend(zip(stamps, readings.values[:n], itertools.repeat(received)))
+        for i in range(n):
+            dev.pending.append((float(readings.ts[i]), readings.values[i], received))
         self.pending_readings += n
 
     def move_pending(self, other: StreamEngine) -> int:

@@ -12,7 +12,7 @@ CONFIG="${EDGELSTM_DEMO_CONFIG:-configs/demo.yaml}"
 RUNS="${EDGELSTM_DEMO_RUNS:-runs/demo}"
 RESUME="${EDGELSTM_DEMO_RESUME:-0}"
 SPEEDUP="${EDGELSTM_DEMO_SPEEDUP:-5}"
-STAGES=10
+STAGES=12
 
 [ -x "$EL" ] || { echo "error: $EL is missing: run make install" >&2; exit 2; }
 mkdir -p "$RUNS"
@@ -58,6 +58,16 @@ quantize_static() {
     fi
 }
 
+# The artifact the gateway serves: the batch-invariant static int8 step graph when the accuracy
+# guard accepted it (live results then equal offline ones), else the dynamic one.
+served_artifact() {
+    "$PY" - "$RUNS/deploy/manifest.json" <<'EOF'
+import json, sys
+artifacts = json.load(open(sys.argv[1]))["artifacts"]
+print("step.int8-static" if "step.int8-static" in artifacts else "step.int8-dynamic")
+EOF
+}
+
 # Why no TensorRT engine can be built here, or nothing when one can.
 tensorrt_missing() {
     "$PY" - <<'EOF'
@@ -90,6 +100,12 @@ stage "quantize dynamic" "$RUNS/deploy/step.int8-dynamic.onnx" \
     "$EL" quantize "$RUNS/deploy" --mode dynamic
 stage "quantize static" "$RUNS/deploy/step.int8-static.onnx" quantize_static
 
+SERVED="$(served_artifact)"
+stage "evaluate student (fp32 step graph)" "$RUNS/deploy/eval-test-step/metrics.json" \
+    "$EL" evaluate "$RUNS/deploy/step.onnx" --split test --no-baseline
+stage "evaluate served $SERVED" "$RUNS/deploy/eval-test-$SERVED/metrics.json" \
+    "$EL" evaluate "$RUNS/deploy/$SERVED.onnx" --split test --no-baseline
+
 WHY="$(tensorrt_missing)"
 if [ -z "$WHY" ]; then
     stage "build-engine" "$RUNS/deploy/tensorrt.timing.cache" \
@@ -99,8 +115,9 @@ else
 fi
 
 # broker + serve + replay + stop: one driver, so every process it starts is stopped with it
-stage "live: broker, serve int8 student, replay test runs, stop" "$RUNS/live/summary.json" \
-    "$PY" -m edge_lstm.reporting.demo_live --runs "$RUNS" --config "$CONFIG" --speedup "$SPEEDUP"
+stage "live: broker, serve $SERVED, replay test runs, stop" "$RUNS/live/summary.json" \
+    "$PY" -m edge_lstm.reporting.demo_live --runs "$RUNS" --config "$CONFIG" --speedup "$SPEEDUP" \
+    --artifact "$SERVED"
 stage "report" "$RUNS/report.md" "$EL" report "$RUNS"
 
 echo "==> [$(clock)] demo finished in $(((SECONDS - DEMO_START) / 60)) min $(((SECONDS - DEMO_START) % 60)) s"

@@ -39,7 +39,7 @@ import click
     type=click.IntRange(1, 100),
     default=None,
     help="Train the KD and hard-label students for N seeds (distill.train.seed + 0..N-1) and "
-    "report the spread and KD - hard with its 95% interval; default distill.seeds (1).",
+    "report the spread and KD minus hard with its 95% interval; default distill.seeds (1).",
 )
 @click.option(
     "--search",
@@ -71,7 +71,7 @@ def distill(
 
     With --seeds N the students of the seeds after the first go to OUT/seeds/seed-<seed>/ (and
     its baseline/), and the table says whether KD beats hard labels beyond the seed-to-seed
-    spread: only a 95% interval of KD - hard above 0 earns that claim.
+    spread: only a 95% interval of KD minus hard above 0 earns that claim.
 
     Several GPUs (NCCL) or CPU processes (gloo): launch it with torchrun, e.g.
 

@@ -31,7 +31,7 @@ SCENARIO_NAMES = ("pump", "process")  # edge_lstm.scenarios.SCENARIOS, named her
     "--runs-per-class",
     default=None,
     type=click.IntRange(min=1),
-    help="Runs per class, normal included [default: pump 20, process 10 (few, as in a plant)].",
+    help="Runs per class, normal included [default: pump 20, process 12 (few, as in a plant)].",
 )
 @click.option(
     "--run-length",

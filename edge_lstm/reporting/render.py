@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.reporting.detection import RunDetection
+from edge_lstm.reporting.evidence import Scored, evidence_section
 from edge_lstm.reporting.markdown import markdown_table, matrix_table, num
 from edge_lstm.reporting.recordings import LiveWindows
 from edge_lstm.train_teacher import BASELINE_KEY
@@ -35,6 +36,7 @@ class ReportInputs:
     alert_cm: np.ndarray  # detection.alert_confusion
     stats: list[dict[str, Any]]  # live/stats.jsonl payloads
     latency: dict[str, Any]  # the last stats' gateway-clock latency stages
+    evidence: list[Scored]  # evaluate's figures of the demo's models (evidence.demo_models)
 
     @property
     def agree_pct(self) -> float:
@@ -111,6 +113,7 @@ def _pipeline(r: ReportInputs) -> list[str]:
         *pipeline_section(r.runs_dir),
         *quantization_section(r.manifest),
         "",
+        *evidence_section(r.evidence),
     ]
 
 

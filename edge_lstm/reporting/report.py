@@ -20,6 +20,7 @@ from typing import Any
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.metrics import compute_metrics, plot_confusion
 from edge_lstm.reporting.detection import alert_confusion, delay_table, detections
+from edge_lstm.reporting.evidence import demo_models, evidence_json
 from edge_lstm.reporting.offline import evaluate_offline
 from edge_lstm.reporting.plots import plot_delays, plot_latency
 from edge_lstm.reporting.recordings import (
@@ -81,6 +82,7 @@ def gather(runs_dir: Path) -> ReportInputs:
         alert_cm=alert_confusion(rows, classes),
         stats=stats,
         latency=gateway_latency(stats[-1]["latency_ms"]) if stats else {},
+        evidence=demo_models(runs_dir, manifest, summary["artifact"]),
     )
 
 
@@ -114,6 +116,7 @@ def figures(r: ReportInputs) -> dict[str, Any]:
         "detection_delay": r.delays,
         "latency_ms": r.latency,
         "live": r.summary,
+        "evidence": evidence_json(r.evidence),
     }
 
 

@@ -2,71 +2,73 @@
 
 Why this scenario exists: the pump data's faults are loud (many times the noise, on many
 channels), so every model scores ~0.99 on it and it cannot tell a good model from a bad one.
-Real process faults are quiet because control loops hide them: a loop holds its measured
-variable at the setpoint and the fault moves only the manipulated variable, by an amount that
+Real process faults are quieter because control loops hide them: a loop holds its measured
+variable on setpoint and the fault moves only the manipulated variable, by an amount that
 normal operation (load changes, weather, feed quality) moves it too.
 
 The plant (one per device): a continuous stirred-tank reactor, feed in, product out, cooled by
-a water jacket. Sampled once a minute (timestamps in unix seconds); one run is 12 h by default.
-Three PI loops act on *measured* values (calibration errors included):
+a water jacket, sampled once a minute (timestamps in unix seconds); a run is 12 h by default.
+Three PI loops act on *measured* values, calibration errors included:
 
-- FIC feed flow -> feed valve (the production rate, an operator setpoint that is logged);
+- FIC feed flow -> feed valve (the production rate, a logged operator setpoint), fed from a
+  pump header whose pressure wanders;
 - LIC level -> outlet valve (its setpoint is not logged, as in many historians);
-- TIC reactor temperature (thermocouple A, through a thermowell lag) -> coolant valve, with
-  the operator's temperature setpoint logged.
+- TIC reactor temperature (thermocouple A in a thermowell) -> coolant valve, setpoint logged.
 
 Every device has its own volume, valve and heat-transfer coefficients, level and temperature
-operating point, controller tuning, coolant supply temperature and, on every sensor, its own
-offset, gain and noise level. Several devices' runs may share a device; runs see operating-point
-changes that are not faults: feed-rate and temperature setpoint steps (typed as round numbers),
-weather (ambient and coolant supply temperature, with a daily cycle), feed temperature and feed
-quality wander. The product analyzer reports every 10 minutes (sample and hold).
+operating point, controller tuning, coolant supply temperature, and on every transmitter its
+own offset, gain and noise level; a device has `runs_per_device` runs (default 2), so a split by
+`device_id` tests on plants never seen in training. Operating-point changes that are not
+faults: feed-rate and temperature setpoint steps (typed as round numbers), weather (ambient
+and coolant supply temperature, with a daily cycle), feed temperature, feed quality and header
+pressure wander. The product analyzer reports every 10 minutes (sample and hold). The DCS
+logs one computed channel, temp_deviation: the 5-min average of thermocouples A − B.
 
-Labels: each fault run starts healthy; the fault begins at an onset between 10 % and 40 % of
-the run and every later row carries the fault's label. That includes the off-episodes of the
-intermittent fault: the label says what the plant *is* (a transmitter with a blocked impulse
-line), not whether the symptom is showing this minute. Each fault comes at three magnitudes
-(each x0.85-1.15); ramps grow from zero over 2-4 h and then hold (fouling keeps growing).
+Labels: a fault run starts healthy; the fault begins at an onset between 10 % and 40 % of the
+run and every later row carries its label. That includes the off-episodes of the intermittent
+fault: the label says what the plant *is* (a flowmeter with a blocking impulse line), not
+whether the symptom shows this minute. Each fault comes at three magnitudes (`MAGNITUDES`,
+each x0.85-1.15); incipient faults grow from zero over 20-60 min, then hold (fouling keeps
+growing), so the first windows after an onset barely differ from normal.
 
 The classes, what makes each hard and what tells it apart:
 
-- normal: moves a lot on its own (setpoint steps, weather, feed quality).
-- setpoint_drift: the (unlogged) level setpoint creeps 1.5-5 %/h, up to 15 %; the LIC follows
-  it, so level moves slowly and the outlet valve barely. Within an hour it is a fraction of
-  the level's device-to-device spread; told apart by a level trend no feed change explains.
-- valve_stiction: the feed valve sticks until the FIC output leaves a deadband of 1.5-6 %,
-  then slips; the flow loop settles into a limit cycle of a few percent of the flow, about as
-  large as a setpoint step moves it. Told apart by the sawtooth FIC output against a
-  square-wave feed flow.
-- hx_fouling: the jacket's heat-transfer coefficient falls 12-40 % along a ramp; the TIC
-  opens the coolant valve, so temperature stays on setpoint. Looks like a load increase; told
-  apart by more coolant flow at unchanged feed, a smaller coolant temperature rise and a
-  slightly higher jacket pressure drop.
-- sensor_bias: thermocouple A (the TIC's measurement) gains a bias growing from zero to
-  1-3.5 °C; the loop keeps A on setpoint, so the true temperature moves the other way. Told
-  apart by A − B (the redundant thermocouple B; the DCS logs its 5-min average as
-  temp_deviation) changing, against per-device offsets of both (~0.3 °C).
-- intermittent_sensor: the feed flowmeter's impulse line blocks and clears (episodes of ~15
-  min every ~40 min) and reads 3-10 % low; the FIC then feeds that much more. The measured
-  flow stays on setpoint; the feed valve, outlet flow and coolant duty step up and down.
-- leak: 2-7 % of the feed leaves the reactor before the outlet flowmeter; the LIC closes the
-  outlet valve. Only the mass balance (outlet vs feed flow) shows it, against per-device
-  flowmeter gains of ±2 %.
-- pump_wear: the coolant pump loses 6-20 % of its head along a ramp; the TIC opens the valve.
+- normal: moves a lot on its own (setpoint steps, weather, feed quality, header pressure).
+- setpoint_drift: the unlogged level setpoint creeps 3-10 %/h up to ±20 %; the LIC follows,
+  so the level moves within a device-to-device spread of ±4 % and the outlet valve barely.
+  Told apart by a level trend that no feed change explains.
+- valve_stiction: the feed valve sticks until the FIC output leaves a deadband of 3-10 %,
+  then slips past it; the flow loop falls into a stick-slip cycle. Told apart by the sawtooth
+  FIC output against a square-wave flow that leaves its setpoint; shares the feed valve's
+  jumps with intermittent_sensor.
+- hx_fouling: the jacket's heat transfer falls 35-65 % along a ramp; the TIC opens the coolant
+  valve, so the temperature stays on setpoint. Looks like a load increase; told apart by more
+  coolant flow at unchanged feed, a smaller coolant temperature rise, a higher jacket dp.
+- sensor_bias: thermocouple A (the TIC's) gains a bias growing from zero to 1.5-5 °C; the
+  loop keeps A on setpoint, so the true temperature moves the other way. Told apart by
+  temp_deviation moving, against per-device offsets of A and B (~0.3 °C), and by B, the
+  outlet temperature and the pressure leaving the setpoint.
+- intermittent_sensor: the feed flowmeter reads 12-30 % low in episodes (~15 min on, ~25
+  min off); the FIC then feeds that much more. The measured flow stays on setpoint; the feed
+  valve, outlet flow and coolant duty step up and down with the episodes.
+- leak: 15-35 % of the nominal feed leaves the reactor before the outlet flowmeter; the LIC
+  closes the outlet valve. Only the mass balance (outlet vs feed flow) shows it, against
+  per-device flowmeter gains (±2 %) and the feed-rate steps.
+- pump_wear: the coolant pump loses 20-50 % of its head along a ramp; the TIC opens the valve.
   Looks like fouling; told apart by falling coolant pressure and pump current and less flow
   per valve opening.
-- loop_mistuning: the TIC was retuned 2-4x too aggressive (and with a shorter integral time);
-  the loop rings on noise at a period of ~10-20 min with an amplitude of a few tenths of a
-  degree. Told apart from stiction by its sinusoidal (not sawtooth) shape.
-- stuck_sensor: one of six non-control transmitters freezes at its reading at the onset,
-  inside its live range; its input noise drops to 20-60 % of normal. Told apart by the channel
-  no longer following its neighbours (the controlled ones hardly move anyway).
-- feed_composition: the feed gets 3-10 % richer or leaner (a new raw-material batch); the TIC
-  moves the coolant valve as a feed-rate change would. Told apart by the conversion analyzer
+- loop_mistuning: the TIC was retuned 2.5-4x too aggressive; it amplifies measurement noise
+  into the coolant valve and rings (bursts of oscillation, at worst saturation) after
+  setpoint steps and disturbances; quiet stretches look normal.
+- stuck_sensor: one of three temperature transmitters that no loop uses (B, outlet, coolant
+  return) freezes at its reading at the onset, inside its live range, with 5-30 % of its
+  input noise left. Told apart by a window std below the noise floor; hard with few runs,
+  since the channel stuck in a test run may never have been stuck in training.
+- feed_composition: the feed turns 10-22 % richer or leaner (a new raw-material batch); the
+  TIC moves the coolant valve as a feed-rate change would. Told apart by the product analyzer
   and coolant duty moving while the feed rate holds.
 
-How hard (baseline numbers are filled in by the measurement recorded in the report of issue
-11; see `scripts` or the report for the command).
+How hard: MEASURED
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ from edge_lstm.errors import DataError
 from edge_lstm.simulate import START_TS, _ar1, _lag, _setpoint
 
 SAMPLE_PERIOD_S = 60.0
-RUNS_PER_CLASS = 10
+RUNS_PER_CLASS = 12
 RUN_LENGTH = 720
 RUNS_PER_DEVICE = 2
 _WARMUP = 300  # readings simulated and dropped so the loops start settled
@@ -140,9 +142,9 @@ MAGNITUDES: dict[str, tuple[float, float, float]] = {
     "hx_fouling": (0.35, 0.5, 0.65),  # fraction of heat transfer lost
     "sensor_bias": (1.5, 3.0, 5.0),  # °C on thermocouple A
     "intermittent_sensor": (0.12, 0.2, 0.3),  # fraction the feed flowmeter reads low
-    "leak": (0.12, 0.2, 0.3),  # fraction of the nominal feed
+    "leak": (0.15, 0.25, 0.35),  # fraction of the nominal feed
     "pump_wear": (0.2, 0.35, 0.5),  # fraction of coolant pump head lost
-    "loop_mistuning": (2.2, 2.7, 3.2),  # TIC gain factor
+    "loop_mistuning": (2.5, 3.2, 4.0),  # TIC gain factor
     "stuck_sensor": (0.3, 0.15, 0.05),  # residual input noise of the frozen channel
     "feed_composition": (0.1, 0.15, 0.22),  # fraction richer or leaner feed
 }
@@ -259,7 +261,7 @@ def _plan_faults(
     t = np.arange(n)[None, :]
     after = t >= onset[:, None]
     elapsed = np.maximum(t - onset[:, None], 0).astype(float)
-    ramp = np.minimum(elapsed / rng.uniform(40.0, 100.0, (r, 1)), 1.0)
+    ramp = np.minimum(elapsed / rng.uniform(20.0, 60.0, (r, 1)), 1.0)
     zeros = np.zeros((r, n))
     f = _Faults(
         after=after,
@@ -282,7 +284,7 @@ def _plan_faults(
         if name == "setpoint_drift":
             f.level_drift[idx] = sign[idx] * np.minimum(m * _H * elapsed[idx], _MAX_DRIFT)
         elif name == "valve_stiction":
-            f.deadband[idx] = m * after[idx]
+            f.deadband[idx] = m * ramp[idx]
         elif name == "hx_fouling":
             f.fouling[idx] = m * (0.5 * ramp[idx] + 0.5 * elapsed[idx] / n)
         elif name == "sensor_bias":
@@ -327,9 +329,13 @@ def _read(p: _Plant, channel: str, true: np.ndarray, eps: np.ndarray) -> np.ndar
     return p.sensor_gain[:, c] * true + p.sensor_offset[:, c] + p.sensor_noise[:, c] * eps[:, c]
 
 
-def _simulate(
-    rng: np.random.Generator, p: _Plant, f: _Faults, n: int
-) -> dict[str, np.ndarray]:
+def _held_through_warmup(schedule: np.ndarray) -> np.ndarray:
+    """An operator schedule [R, N] whose warm-up readings hold its first recorded value."""
+    first = schedule[:, _WARMUP : _WARMUP + 1]
+    return np.concatenate([np.repeat(first, _WARMUP, axis=1), schedule[:, _WARMUP:]], axis=1)
+
+
+def _simulate(rng: np.random.Generator, p: _Plant, f: _Faults, n: int) -> dict[str, np.ndarray]:
     """Steps every plant through n readings at once; returns each sensor's readings [R, N].
 
     Longer than our usual function on purpose: one step of a coupled plant reads best as its
@@ -338,17 +344,13 @@ def _simulate(
     r = len(p.volume)
     shape = (r, n)
     eps = rng.standard_normal((r, n, len(FEATURE_NAMES)))
-    hold = np.concatenate
     # operator setpoints, held through the warm-up, typed as round numbers
-    feed_sp = np.round(p.feed_nominal[:, None] * _setpoint(rng, shape, 0.9, 1.1, 300.0), 1)
-    temp_sp = p.temp_base[:, None] + np.round(2 * _setpoint(rng, shape, -1.5, 1.5, 400.0)) / 2
-    feed_sp = hold([np.repeat(feed_sp[:, _WARMUP : _WARMUP + 1], _WARMUP, 1), feed_sp[:, _WARMUP:]], 1)
-    temp_sp = hold([np.repeat(temp_sp[:, _WARMUP : _WARMUP + 1], _WARMUP, 1), temp_sp[:, _WARMUP:]], 1)
+    feed_sp = np.round(p.feed_nominal[:, None] * _setpoint(rng, shape, 0.9, 1.1, 400.0), 1)
+    temp_sp = p.temp_base[:, None] + np.round(2 * _setpoint(rng, shape, -1.5, 1.5, 500.0)) / 2
+    feed_sp, temp_sp = _held_through_warmup(feed_sp), _held_through_warmup(temp_sp)
     day = np.sin(2 * np.pi * (np.arange(n) * _H / 24.0 + rng.uniform(0, 1, (r, 1))))
     ambient = rng.uniform(5.0, 30.0, (r, 1)) + 4.0 * day + 1.0 * _ar1(rng, shape, 0.995)
-    coolant_in = (
-        p.coolant_base[:, None] + 0.3 * (ambient - 15.0) + 0.4 * _ar1(rng, shape, 0.995)
-    )
+    coolant_in = p.coolant_base[:, None] + 0.3 * (ambient - 15.0) + 0.4 * _ar1(rng, shape, 0.995)
     header = 6.0 + 0.15 * _ar1(rng, shape, 0.98)  # bar, feed pump header: moves the FIC
     feed_temp = 20.0 + 0.5 * (ambient - 20.0) + 0.5 * _ar1(rng, shape, 0.99)
     richness = 1.0 + 0.01 * _ar1(rng, shape, 0.995) + f.richness
@@ -365,9 +367,7 @@ def _simulate(
     i_feed = feed / p.feed_gain * 2.0  # FIC: gain 1 %/(m3/h), reset 2 readings
     i_level = (feed / p.outlet_gain) * p.lic_reset / p.lic_gain
     i_temp = 50.0 * p.tic_reset / p.tic_gain
-    names = ("feed", "feed_meas", "feed_valve", "level_meas", "outlet_valve", "outflow", "level", "temp",
-             "temp_meas", "coolant_valve", "coolant_flow", "return", "conversion")
-    rec = {k: np.empty(shape) for k in names}
+    rec: dict[str, np.ndarray] = {}
     for t in range(n):
         # feed: the FIC acts on the flowmeter, whose impulse line may be blocked
         feed_meas = _read(p, "feed_flow", feed * (1.0 - f.flow_error[:, t]), eps[:, t])
@@ -400,10 +400,23 @@ def _simulate(
         gain = p.tic_gain * f.tic_factor[:, t]
         reset = p.tic_reset / np.sqrt(f.tic_factor[:, t])
         coolant_valve, i_temp = _pi(temp_meas - temp_sp[:, t], i_temp, gain, reset)
-        for k, v in zip(names, (feed, feed_meas, feed_valve, level_meas, outlet_valve, outflow, level,
-                                temp, temp_meas, coolant_valve, coolant_flow,
-                                coolant_in[:, t] + duty / flow_ok, conversion), strict=True):
-            rec[k][:, t] = v
+        step = {
+            "feed": feed,
+            "feed_meas": feed_meas,
+            "feed_valve": feed_valve,
+            "level_meas": level_meas,
+            "outlet_valve": outlet_valve,
+            "outflow": outflow,
+            "level": level,
+            "temp": temp,
+            "temp_meas": temp_meas,
+            "coolant_valve": coolant_valve,
+            "coolant_flow": coolant_flow,
+            "return": coolant_in[:, t] + duty / flow_ok,
+            "conversion": conversion,
+        }
+        for name, value in step.items():
+            rec.setdefault(name, np.empty(shape))[:, t] = value
     temp_true = rec["temp"]
     level_true = rec["level"]
     coolant = rec["coolant_flow"]
@@ -425,8 +438,10 @@ def _simulate(
         "temp_deviation": np.zeros(shape),  # filled from the readings after _freeze
         "outlet_temp": _read(p, "outlet_temp", _lag(temp_true, 6.0) - 1.5, eps),
         "reactor_pressure": _read(
-            p, "reactor_pressure",
-            1.8 * np.exp(0.035 * (temp_true - 80.0)) + 0.004 * (level_true - 50.0), eps,
+            p,
+            "reactor_pressure",
+            1.8 * np.exp(0.035 * (temp_true - 80.0)) + 0.004 * (level_true - 50.0),
+            eps,
         ),
         "coolant_valve": rec["coolant_valve"],
         "coolant_flow": _read(p, "coolant_flow", coolant, eps),

@@ -127,4 +127,4 @@ def test_the_pump_scenario_is_unchanged(tmp_path):
 
 
 def test_the_cli_lists_every_scenario():
-    assert SCENARIO_NAMES == tuple(SCENARIOS)
+    assert tuple(SCENARIOS) == SCENARIO_NAMES

@@ -88,3 +88,4 @@ def test_seed_summary_and_decimals() -> None:
     one = summarize_seeds([0.9])
     assert one.sd == 0.0 and one.low is None and "no spread" in one.text()
     assert [decimals_for(u) for u in (0.2, 0.03, 0.004, 1e-7, 0.0)] == [1, 2, 3, 4, 4]
+    assert decimals_for(0.2, least=2) == 2 and decimals_for(1e-7, most=3) == 3

@@ -314,7 +314,12 @@ def test_distill_with_search_on_two_ranks(distill_runs: Runs) -> None:
     assert [c["name"] for c in search["candidates"]] == ["student-gru4", "student-lstm4"]
     assert all(c["latency_ms_b1"] > 0 for c in search["candidates"])  # rank 0 timed them
     table = json.loads((out / "comparison.json").read_text())
-    assert [r["model"] for r in table["rows"]] == ["teacher", "student-gru8", "student-gru8-hard"]
+    assert [r["model"] for r in table["rows"]] == [
+        "teacher",
+        "student-gru8",
+        "student-gru8-hard",
+        "gbm-window-stats",
+    ]
 
 
 def test_distill_on_two_nodes_needs_no_shared_file_system(
