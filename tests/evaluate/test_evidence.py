@@ -1,0 +1,103 @@
+"""The report's evidence section: which evaluate files it reads, and verdicts that follow the
+intervals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edge_lstm.reporting.evidence import (
+    Scored,
+    cell,
+    compare,
+    demo_models,
+    evidence_json,
+    evidence_section,
+)
+from edge_lstm.uncertainty import Interval
+
+
+def _interval(estimate: float, low: float, high: float) -> dict:
+    return Interval(estimate, low, high, units=27).to_dict()
+
+
+def _figures(f1: tuple[float, float, float], onset: tuple[float, float, float]) -> dict:
+    return {
+        "n": 1485,
+        "intervals": {"macro_f1": _interval(*f1), "accuracy": _interval(*f1)},
+        "onset": {"windows": 133, "accuracy": _interval(*onset)},
+        "steady": {"windows": 1352, "accuracy": _interval(0.99, 0.98, 1.0)},
+        "calibration": {
+            "temperature": 0.59,
+            "before": {"ece": 0.07, "brier": 0.018},
+            "after": {"ece": 0.004, "brier": 0.013},
+        },
+        "detection": {
+            "debounce": {"k": 3, "threshold": 0.6},
+            "hop_readings": 10,
+            "hop_s": 1.0,
+            "fault_runs": 24,
+            "detected_runs": 23,
+            "median_delay_s": 3.05,
+            "false_alarms": 1,
+            "normal_hours": 0.5,
+            "false_alarms_per_hour": 2.0,
+        },
+    }
+
+
+def _baseline(f1: tuple[float, float, float]) -> dict:
+    base = _figures(f1, (0.88, 0.80, 0.95))
+    base["calibration"] = {"ece": 0.008, "brier": 0.019}
+    return {"name": "gbm-window-stats", **base}
+
+
+def test_verdict_says_ahead_only_when_the_intervals_are_apart() -> None:
+    base = Scored("gbm", _figures((0.90, 0.88, 0.92), (0.8, 0.7, 0.9)))
+    ahead = Scored("teacher", _figures((0.96, 0.94, 0.98), (0.9, 0.85, 0.95)))
+    close = Scored("student", _figures((0.91, 0.89, 0.95), (0.9, 0.85, 0.95)))
+    behind = Scored("tiny", _figures((0.80, 0.76, 0.85), (0.7, 0.6, 0.8)))
+    keys = ("intervals", "macro_f1")
+    assert "intervals apart: teacher is ahead" in compare(ahead, base, keys, "Macro-F1")
+    assert "+6.0 points" in compare(ahead, base, keys, "Macro-F1")
+    assert "intervals overlap: neither" in compare(close, base, keys, "Macro-F1")
+    assert "the baseline is ahead" in compare(behind, base, keys, "Macro-F1")
+
+
+def test_cells_print_the_decimals_the_interval_supports() -> None:
+    assert cell(Interval(0.9860, 0.975, 0.993)) == "0.986 [0.975, 0.993]"
+    assert cell(Interval(0.95, 0.85, 0.99)) == "0.95 [0.85, 0.99]"
+    assert cell(Interval(0.99312, 0.9925, 0.9937)) == "0.993 [0.993, 0.994]"
+    assert cell(None) == "–"
+
+
+def test_section_shows_every_model_beside_the_baseline(tmp_path: Path) -> None:
+    teacher = _figures((0.986, 0.975, 0.993), (0.92, 0.87, 0.96))
+    teacher["baseline"] = _baseline((0.977, 0.96, 0.99))
+    models = [Scored("teacher", teacher)]
+    text = "\n".join(evidence_section(models))
+    assert "| teacher | 1485 | 0.986 [0.975, 0.993]" in text
+    assert "| gbm-window-stats (baseline) |" in text
+    assert "0.070 → 0.004 (T = 0.59)" in text
+    assert "| teacher | 23 / 24 | 3.0 | 1 | 0.50 | 2.0 |" in text
+    assert "k = 3 agreeing windows at probability ≥ 0.6" in text
+    assert "Macro-F1: teacher − baseline = +0.9 points, intervals overlap" in text
+    figures = evidence_json(models)
+    assert list(figures) == ["teacher", "gbm-window-stats (baseline)"]
+    assert figures["teacher"]["detection"]["false_alarms_per_hour"] == 2.0
+
+
+def test_demo_models_reads_what_the_demo_evaluated(tmp_path: Path) -> None:
+    deploy = tmp_path / "deploy"
+    for folder in (tmp_path / "teacher" / "eval-test", deploy / "eval-test-step.int8-static"):
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(_figures((0.9, 0.8, 1.0), (0.9, 0.8, 1))))
+    manifest = {
+        "artifacts": {
+            "step": {"file": "step.onnx"},
+            "step.int8-static": {"file": "step.int8-static.onnx"},
+        }
+    }
+    models = demo_models(tmp_path, manifest, "step.int8-static")
+    assert [m.label for m in models] == ["teacher", "served: step.int8-static"]  # no step eval
+    assert evidence_section([]) == []
