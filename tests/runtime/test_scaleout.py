@@ -293,6 +293,16 @@ def test_three_workers_pin_devices_and_a_standby_takes_over_after_kill_9(
         sender.start()
         time.sleep(KILL_AFTER_S)
         victim = workers[0]
+
+        def victim_closed_windows() -> bool:  # a loaded machine may lag the replay
+            done = {
+                m.body["device_id"]
+                for m in recorder.of_kind(victim.name)
+                if isinstance(m.body, dict) and m.body.get("event") == "window"
+            }
+            return len(done) >= 20
+
+        assert wait_until(victim_closed_windows, 30), "worker 0 closed no window in 30 s"
         victim.serve.proc.send_signal(signal.SIGKILL)
         killed_at = time.time()
         victim.serve.proc.wait(5)
