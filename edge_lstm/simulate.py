@@ -115,7 +115,7 @@ _NOISE = np.array(
 )
 
 
-def _ar1(rng: np.random.Generator, shape: tuple[int, int], rho: float) -> np.ndarray:
+def ar1(rng: np.random.Generator, shape: tuple[int, int], rho: float) -> np.ndarray:
     """Unit-variance AR(1) noise [R, T] along time: slow wander of a process value."""
     eps = rng.standard_normal(shape) * np.sqrt(1.0 - rho**2)
     out = np.empty(shape)
@@ -125,7 +125,7 @@ def _ar1(rng: np.random.Generator, shape: tuple[int, int], rho: float) -> np.nda
     return out
 
 
-def _lag(x: np.ndarray, tau: float) -> np.ndarray:
+def lagged(x: np.ndarray, tau: float) -> np.ndarray:
     """First-order lag [R, T] with time constant `tau` readings (thermal or control inertia)."""
     out = np.empty_like(x)
     out[:, 0] = x[:, 0]
@@ -135,7 +135,7 @@ def _lag(x: np.ndarray, tau: float) -> np.ndarray:
     return out
 
 
-def _setpoint(
+def setpoints(
     rng: np.random.Generator, shape: tuple[int, int], low: float, high: float, every: float
 ) -> np.ndarray:
     """Piecewise-constant operator setpoint [R, T] changing on average every `every` readings."""
@@ -155,14 +155,14 @@ def _healthy(rng: np.random.Generator, n_runs: int, length: int) -> np.ndarray:
     r = n_runs
     shape = (r, length)
     load = np.clip(
-        _lag(_setpoint(rng, shape, 0.4, 1.0, every=150.0), 15.0) + 0.02 * _ar1(rng, shape, 0.99),
+        lagged(setpoints(rng, shape, 0.4, 1.0, every=150.0), 15.0) + 0.02 * ar1(rng, shape, 0.99),
         0.3,
         1.1,
     )
-    speed = _lag(_setpoint(rng, shape, 1400.0, 1560.0, every=200.0), 10.0)
-    speed += 3.0 * _ar1(rng, shape, 0.99)
-    ambient = rng.uniform(18.0, 32.0, (r, 1)) + 1.0 * _ar1(rng, shape, 0.998)
-    heat = _lag(20.0 + 20.0 * load, 60.0)
+    speed = lagged(setpoints(rng, shape, 1400.0, 1560.0, every=200.0), 10.0)
+    speed += 3.0 * ar1(rng, shape, 0.99)
+    ambient = rng.uniform(18.0, 32.0, (r, 1)) + 1.0 * ar1(rng, shape, 0.998)
+    heat = lagged(20.0 + 20.0 * load, 60.0)
 
     x = np.empty((r, length, len(FEATURE_NAMES)))
     x[:, :, _VIB] = rng.uniform(0.9, 1.1, (r, 1, 6)) * (0.6 + 0.9 * load[:, :, None])
@@ -171,14 +171,14 @@ def _healthy(rng: np.random.Generator, n_runs: int, length: int) -> np.ndarray:
     x[:, :, _F["temp_winding"]] = ambient + 1.6 * heat * rng.uniform(0.95, 1.05, (r, 1))
     x[:, :, _F["temp_oil"]] = ambient + 0.7 * heat * rng.uniform(0.95, 1.05, (r, 1))
     x[:, :, _F["temp_casing"]] = ambient + 0.35 * heat
-    inlet = rng.uniform(1.4, 1.8, (r, 1)) + 0.08 * _ar1(rng, shape, 0.995) - 0.1 * load
+    inlet = rng.uniform(1.4, 1.8, (r, 1)) + 0.08 * ar1(rng, shape, 0.995) - 0.1 * load
     head = 4.0 * (speed / _NOMINAL_RPM) ** 2 * (1.15 - 0.3 * load**2)
     x[:, :, _F["pressure_inlet"]] = inlet
     x[:, :, _F["pressure_outlet"]] = inlet + head
     x[:, :, _F["pressure_diff"]] = head
     current = 18.0 + 22.0 * load
     x[:, :, _CURRENTS] = current[:, :, None] + rng.normal(0.0, 0.1, (r, 1, 3))
-    x[:, :, _F["voltage"]] = 400.0 + 2.0 * _ar1(rng, shape, 0.99)
+    x[:, :, _F["voltage"]] = 400.0 + 2.0 * ar1(rng, shape, 0.99)
     x[:, :, _F["speed_rpm"]] = speed
     x[:, :, _F["flow"]] = 120.0 * load * speed / _NOMINAL_RPM
     pf = 0.78 + 0.1 * load

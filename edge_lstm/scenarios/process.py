@@ -46,7 +46,7 @@ The classes, what makes each hard and what tells it apart:
   coolant flow at unchanged feed, a smaller coolant temperature rise, a higher jacket dp.
 - sensor_bias: thermocouple A (the TIC's) gains a bias growing from zero to 1.5-5 °C; the
   loop keeps A on setpoint, so the true temperature moves the other way. Told apart by
-  temp_deviation moving, against per-device offsets of A and B (~0.3 °C), and by B, the
+  temp_deviation moving, against per-device offsets of A and B (~0.1 °C each), and by B, the
   outlet temperature and the pressure leaving the setpoint.
 - intermittent_sensor: the feed flowmeter reads 12-30 % low in episodes (~15 min on, ~25
   min off); the FIC then feeds that much more. The measured flow stays on setpoint; the feed
@@ -68,7 +68,19 @@ The classes, what makes each hard and what tells it apart:
   TIC moves the coolant valve as a feed-rate change would. Told apart by the product analyzer
   and coolant duty moving while the feed rate holds.
 
-How hard: MEASURED
+How hard (seed 0, defaults: 132 runs of 720 readings on 66 devices, generated in ~0.6 s),
+for the window-statistics gradient boosting of edge_lstm.baselines (per-channel and channel-
+pair statistics into HistGradientBoosting), which the issue measured at 0.98-0.99 on the pump
+data. 60-reading windows at stride 10, 3-fold GroupKFold by device (test devices never seen
+in training), pooled: macro-F1 0.72 (accuracy 0.72); per class normal 0.69, setpoint_drift
+0.84, valve_stiction 0.46, hx_fouling 0.55, sensor_bias 0.84, intermittent_sensor 0.75, leak
+0.73, pump_wear 0.85, loop_mistuning 0.73, stuck_sensor 0.67, feed_composition 0.83; most
+errors call a fault normal. Through configs/process.yaml (120-reading windows, 60/20/20 of the
+devices): 0.67 on the 28 runs of 14 unseen test devices. Learnable: the same model on windows
+minus the mean of the run's own first (healthy) hour, i.e. given a memory of the device,
+reaches 0.88 pooled (every class but valve_stiction 0.60 and stuck_sensor 0.77 above 0.83).
+What window statistics lack is the device's own baseline, which a sequence model that keeps
+state can learn to carry.
 """
 
 from __future__ import annotations
@@ -79,7 +91,7 @@ import numpy as np
 import pandas as pd
 
 from edge_lstm.errors import DataError
-from edge_lstm.simulate import START_TS, _ar1, _lag, _setpoint
+from edge_lstm.simulate import START_TS, ar1, lagged, setpoints
 
 SAMPLE_PERIOD_S = 60.0
 RUNS_PER_CLASS = 12
@@ -94,30 +106,30 @@ _MAX_DRIFT = 20.0  # % of level: where an operator would notice a drifting setpo
 # name: (noise std, per-device offset std, per-device gain std); controller outputs and
 # setpoints are exact numbers of the control system (no noise, no calibration).
 SENSORS: dict[str, tuple[float, float, float]] = {
-    "feed_flow": (0.08, 0.05, 0.02),
+    "feed_flow": (0.08, 0.025, 0.02),
     "feed_flow_sp": (0.0, 0.0, 0.0),
     "feed_valve": (0.0, 0.0, 0.0),
-    "feed_temp": (0.2, 0.5, 0.0),
-    "feed_pressure": (0.03, 0.05, 0.01),
-    "level": (0.3, 1.0, 0.01),
+    "feed_temp": (0.2, 0.25, 0.0),
+    "feed_pressure": (0.03, 0.025, 0.01),
+    "level": (0.3, 0.5, 0.01),
     "outlet_valve": (0.0, 0.0, 0.0),
-    "outlet_flow": (0.1, 0.05, 0.02),
-    "reactor_temp": (0.1, 0.2, 0.0),
+    "outlet_flow": (0.1, 0.025, 0.02),
+    "reactor_temp": (0.1, 0.1, 0.0),
     "reactor_temp_sp": (0.0, 0.0, 0.0),
-    "reactor_temp_b": (0.12, 0.2, 0.0),
+    "reactor_temp_b": (0.12, 0.1, 0.0),
     "temp_deviation": (0.0, 0.0, 0.0),  # the DCS's A − B monitor, computed from the readings
-    "outlet_temp": (0.15, 0.5, 0.0),
-    "reactor_pressure": (0.01, 0.03, 0.01),
+    "outlet_temp": (0.15, 0.25, 0.0),
+    "reactor_pressure": (0.01, 0.015, 0.01),
     "coolant_valve": (0.0, 0.0, 0.0),
-    "coolant_flow": (0.3, 0.3, 0.02),
-    "coolant_supply_temp": (0.1, 0.3, 0.0),
-    "coolant_return_temp": (0.15, 0.3, 0.0),
-    "coolant_pressure": (0.03, 0.05, 0.01),
-    "coolant_pump_current": (0.2, 0.3, 0.02),
-    "jacket_dp": (0.01, 0.02, 0.02),
-    "agitator_power": (0.2, 0.3, 0.02),
-    "product_conc": (0.3, 0.5, 0.0),
-    "ambient_temp": (0.2, 0.5, 0.0),
+    "coolant_flow": (0.3, 0.15, 0.02),
+    "coolant_supply_temp": (0.1, 0.15, 0.0),
+    "coolant_return_temp": (0.15, 0.15, 0.0),
+    "coolant_pressure": (0.03, 0.025, 0.01),
+    "coolant_pump_current": (0.2, 0.15, 0.02),
+    "jacket_dp": (0.01, 0.01, 0.02),
+    "agitator_power": (0.2, 0.15, 0.02),
+    "product_conc": (0.3, 0.25, 0.0),
+    "ambient_temp": (0.2, 0.25, 0.0),
 }
 FEATURE_NAMES: list[str] = list(SENSORS)
 
@@ -148,17 +160,11 @@ MAGNITUDES: dict[str, tuple[float, float, float]] = {
     "stuck_sensor": (0.3, 0.15, 0.05),  # residual input noise of the frozen channel
     "feed_composition": (0.1, 0.15, 0.22),  # fraction richer or leaner feed
 }
-_STUCK_CHANNELS = np.array(
-    [
-        FEATURE_NAMES.index(n)
-        for n in (
-            "reactor_temp_b",
-            "outlet_temp",
-            "coolant_return_temp",
-        )
-    ]
-)
 _C = {name: i for i, name in enumerate(FEATURE_NAMES)}
+# temperature transmitters no loop reads: one that freezes leaves the plant running
+_STUCK_CHANNELS = np.array(
+    [_C[n] for n in ("reactor_temp_b", "outlet_temp", "coolant_return_temp")]
+)
 
 
 @dataclass
@@ -345,15 +351,15 @@ def _simulate(rng: np.random.Generator, p: _Plant, f: _Faults, n: int) -> dict[s
     shape = (r, n)
     eps = rng.standard_normal((r, n, len(FEATURE_NAMES)))
     # operator setpoints, held through the warm-up, typed as round numbers
-    feed_sp = np.round(p.feed_nominal[:, None] * _setpoint(rng, shape, 0.9, 1.1, 400.0), 1)
-    temp_sp = p.temp_base[:, None] + np.round(2 * _setpoint(rng, shape, -1.5, 1.5, 500.0)) / 2
+    feed_sp = np.round(p.feed_nominal[:, None] * setpoints(rng, shape, 0.9, 1.1, 400.0), 1)
+    temp_sp = p.temp_base[:, None] + np.round(2 * setpoints(rng, shape, -1.5, 1.5, 500.0)) / 2
     feed_sp, temp_sp = _held_through_warmup(feed_sp), _held_through_warmup(temp_sp)
     day = np.sin(2 * np.pi * (np.arange(n) * _H / 24.0 + rng.uniform(0, 1, (r, 1))))
-    ambient = rng.uniform(5.0, 30.0, (r, 1)) + 4.0 * day + 1.0 * _ar1(rng, shape, 0.995)
-    coolant_in = p.coolant_base[:, None] + 0.3 * (ambient - 15.0) + 0.4 * _ar1(rng, shape, 0.995)
-    header = 6.0 + 0.15 * _ar1(rng, shape, 0.98)  # bar, feed pump header: moves the FIC
-    feed_temp = 20.0 + 0.5 * (ambient - 20.0) + 0.5 * _ar1(rng, shape, 0.99)
-    richness = 1.0 + 0.01 * _ar1(rng, shape, 0.995) + f.richness
+    ambient = rng.uniform(5.0, 30.0, (r, 1)) + 4.0 * day + 1.0 * ar1(rng, shape, 0.995)
+    coolant_in = p.coolant_base[:, None] + 0.3 * (ambient - 15.0) + 0.4 * ar1(rng, shape, 0.995)
+    header = 6.0 + 0.15 * ar1(rng, shape, 0.98)  # bar, feed pump header: moves the FIC
+    feed_temp = 20.0 + 0.5 * (ambient - 20.0) + 0.5 * ar1(rng, shape, 0.99)
+    richness = 1.0 + 0.01 * ar1(rng, shape, 0.995) + f.richness
     level_sp = p.level_sp[:, None] + f.level_drift
     head = p.head[:, None] * (1.0 - f.wear)
     leak = f.leak * p.feed_nominal[:, None]
@@ -434,9 +440,9 @@ def _simulate(rng: np.random.Generator, p: _Plant, f: _Faults, n: int) -> dict[s
         "outlet_flow": _read(p, "outlet_flow", rec["outflow"], eps),
         "reactor_temp": rec["temp_meas"],
         "reactor_temp_sp": temp_sp,
-        "reactor_temp_b": _read(p, "reactor_temp_b", _lag(temp_true, 3.0), eps),
+        "reactor_temp_b": _read(p, "reactor_temp_b", lagged(temp_true, 3.0), eps),
         "temp_deviation": np.zeros(shape),  # filled from the readings after _freeze
-        "outlet_temp": _read(p, "outlet_temp", _lag(temp_true, 6.0) - 1.5, eps),
+        "outlet_temp": _read(p, "outlet_temp", lagged(temp_true, 6.0) - 1.5, eps),
         "reactor_pressure": _read(
             p,
             "reactor_pressure",
@@ -499,7 +505,7 @@ def generate(
     readings = _simulate(rng, plant, faults, n)
     x = np.stack([readings[name] for name in FEATURE_NAMES], axis=2)
     _freeze(rng, x, plant, faults)
-    x[:, :, _C["temp_deviation"]] = _lag(
+    x[:, :, _C["temp_deviation"]] = lagged(
         x[:, :, _C["reactor_temp"]] - x[:, :, _C["reactor_temp_b"]], 5.0
     )
     x = x[:, _WARMUP:]

@@ -66,7 +66,7 @@ def test_devices_hold_several_runs_and_read_differently():
     # reads differently on each device's redundant thermocouple: per-device calibration.
     normal = frame[frame.label == "normal"]
     gap = (normal.reactor_temp_b - normal.reactor_temp).groupby(normal.device_id).median()
-    assert gap.std() > 0.1 and gap.max() - gap.min() > 0.4
+    assert gap.std() > 0.07 and gap.max() - gap.min() > 0.2  # noise alone: ~0.02
 
 
 def test_the_loops_hold_their_setpoints_in_normal_runs(frame):

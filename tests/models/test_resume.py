@@ -156,7 +156,7 @@ def test_a_state_of_another_run_is_refused(tmp_path: Path, train_windows, val_wi
         resume(_student(hidden=8), cfg)
     shuffled = train_windows.__class__(
         train_windows.x[::-1].copy(), train_windows.y[::-1].copy(), train_windows.run_ids,
-        train_windows.end_ts,
+        train_windows.end_ts, train_windows.onset,
     )  # fmt: skip
     with pytest.raises(TrainStateError, match=r"data\.train_x"):
         resume(_student(), cfg, shuffled)
