@@ -70,9 +70,13 @@ class ComparisonTable:
             return {"macro_f1": MOST_DECIMALS, "accuracy": MOST_DECIMALS}
         return {m: self.seeds.decimals(m) for m in ("macro_f1", "accuracy")}
 
+    def headline(self) -> list[str]:
+        """The Markdown bullet lines under the table: ratios, the reference, the seed study."""
+        return _headline(self)
+
     def text(self) -> str:
         """The fixed-width table for the terminal, with the headline lines under it."""
-        return "\n".join([render_text(self.rows, self.decimals()), *_headline(self)])
+        return "\n".join([render_text(self.rows, self.decimals()), *self.headline()])
 
 
 def load_table(json_path: Path) -> ComparisonTable:
@@ -301,7 +305,7 @@ def render_markdown(
         "|" + "|".join("---" for _ in HEADER) + "|",
     ]
     lines += ["| " + " | ".join(table_cells(r, table.decimals())) + " |" for r in rows]
-    headline = _headline(table)
+    headline = table.headline()
     if headline:
         lines += ["", *headline]
     return "\n".join(lines) + "\n"
