@@ -241,25 +241,23 @@ def render_text(rows: list[ComparisonRow], decimals: dict[str, int] | None = Non
 
 
 def _reference_line(table: ComparisonTable) -> list[str]:
-    """Student against the reference in points of macro-F1, saying which one is ahead; a gap
-    that rounds to 0 at the table's precision is called a tie."""
+    """Student against the reference in points of macro-F1 on this split. It says no more than
+    the difference: the seed spread covers the student's training, not the choice of test runs,
+    so which model is better is left to evaluate's run-level intervals."""
     student = _torch_row(table.rows, table.roles.get("student"))
     reference = _torch_row(table.rows, table.roles.get("reference"))
     if student is None or reference is None:
         return []
     d = table.decimals()["macro_f1"]
-    points = max(0, d - 2)
     gap = 100 * (student.macro_f1 - reference.macro_f1)
-    figures = f"macro-F1 {student.macro_f1:.{d}f} vs {reference.macro_f1:.{d}f}"
+    figures = f"{student.macro_f1:.{d}f} vs {reference.macro_f1:.{d}f}"
     if table.seeds is not None and len(table.seeds.seeds) > 1:
         figures += f"; {student.model} {table.seeds.summary('macro_f1').text()}"
-    if round(abs(gap), points) == 0:
-        return [f"- {student.model} and the reference {reference.model} tie ({figures})"]
-    if gap > 0:
-        ahead, behind = student.model, f"the reference {reference.model}"
-    else:
-        ahead, behind = f"the reference {reference.model}", student.model
-    return [f"- {ahead} is ahead of {behind} by {abs(gap):.{points}f} points ({figures})"]
+    return [
+        f"- {student.model} − the reference {reference.model}: {gap:+.{max(0, d - 2)}f} points "
+        f"of macro-F1 on these test runs ({figures}); the test runs' own uncertainty is in "
+        "`edgelstm evaluate` (run-level 95 % intervals)"
+    ]
 
 
 def _headline(table: ComparisonTable) -> list[str]:

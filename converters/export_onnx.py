@@ -8,6 +8,7 @@ sample of real held-out windows (test and validation splits: every class, severa
 The manifest's `temperature` is fitted here on the validation windows' logits of the exported
 window graph (`edge_lstm.calibration`), so the gateway's probabilities, and with them its
 debounce threshold, are calibrated; ECE and Brier before and after go into manifest.metrics.
+The manifest's `drift_reference` (converters/drift_reference.py) is computed after it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.drift_reference import reference_for_export
 from converters.errors import ConverterError
 from converters.onnx_files import finish_onnx, onnx_metadata, op_counts
 from converters.outcome import Outcome
@@ -281,6 +283,10 @@ def export_onnx(
             "calibration": calibrate(window_file, manifest, data),
             "checkpoint": meta.metrics,
         }
+        # after calibrate: the reference's confidence figures are at the fitted temperature
+        manifest.drift_reference = reference_for_export(
+            window_file, manifest, data, cfg.data.run_column
+        )
         for graph, file in files.items():
             info = {
                 "op_counts": op_counts(stage.path / file),

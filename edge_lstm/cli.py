@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "serve": ("edge_lstm.commands.serve:serve", "Run the MQTT inference daemon on a gateway."),
     "replay": ("edge_lstm.commands.replay:replay", "Publish a dataset's runs as live devices."),
+    "feedback": ("edge_lstm.commands.feedback:feedback", "Export confirmed alerts as train data."),
+    "retrain-check": ("edge_lstm.commands.retrain_check:retrain_check", "Say whether to retrain."),
     "report": ("edge_lstm.commands.report:report", "Write the demo report from a runs folder."),
     "bench": ("edge_lstm.commands.bench:bench", "Run the benchmarks and write bench/results.json."),
 }

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from runtime.config import GatewayConfig
@@ -37,8 +38,16 @@ def alert_id(gateway_id: str, device_id: str, kind: str, fault: str, window_end_
 class AlertPublisher:
     """Publishes window results (emit: all) and writes debounced alerts to the outbox."""
 
-    def __init__(self, cfg: GatewayConfig, link: MqttLink, outbox: Outbox, stats: Stats) -> None:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        link: MqttLink,
+        outbox: Outbox,
+        stats: Stats,
+        on_alert: Callable[[dict[str, Any]], None] | None = None,  # after the outbox has it
+    ) -> None:
         self.cfg, self.link, self.outbox, self.stats = cfg, link, outbox, stats
+        self.on_alert = on_alert
 
     def topic(self, device_id: str) -> str:
         return self.cfg.topic(self.cfg.topics.alerts, device_id)
@@ -86,6 +95,8 @@ class AlertPublisher:
             result.device_id,
             active,
         )
+        if self.on_alert is not None:
+            self.on_alert(body)
         self.stats.count("alerts" if event.kind == "raised" else "clears")
         age = time.time() - result.end_ts
         if 0.0 <= age <= LIVE_TS_S:  # recorded timestamps (a replay) say nothing about latency

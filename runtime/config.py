@@ -76,13 +76,19 @@ class TopicsConfig:
     stats: str = "edgelstm/{gateway_id}/stats"
     status: str = "edgelstm/{gateway_id}/status"
     heartbeat: str = "edgelstm/{gateway_id}/heartbeat"  # echoed to prove the network thread runs
+    feedback: str = "edgelstm/{gateway_id}/feedback/+"  # operator verdicts; '+' = the device id
+    drift: str = "edgelstm/{gateway_id}/drift"  # drift summary, every drift.interval_s
+    drift_events: str = "edgelstm/{gateway_id}/drift/{device_id}"  # drift raised/cleared, QoS 1
 
     def checks(self) -> list[Check]:
         return [
             (self.sensors.count("+") == 1, "sensors", "needs exactly one '+'"),
             ("#" not in self.sensors, "sensors", "'#' is not supported"),
+            (self.feedback.count("+") == 1, "feedback", "needs exactly one '+' (the device id)"),
+            ("#" not in self.feedback, "feedback", "'#' is not supported"),
             (self.sensor_qos in (0, 1, 2), "sensor_qos", "must be 0, 1 or 2"),
             ("{device_id}" in self.alerts, "alerts", "needs {device_id}"),
+            ("{device_id}" in self.drift_events, "drift_events", "needs {device_id}"),
         ]
 
 
@@ -199,6 +205,62 @@ class LivenessConfig:
         ]
 
 
+@dataclass
+class DriftConfig:
+    """The drift monitor (runtime/drift.py): each device's inputs against the training
+    statistics in the manifest, the fleet's confidence and class mix against validation."""
+
+    enabled: bool = True  # false: no monitor at all (zero cost per reading)
+    interval_s: float = 60.0  # summary on topics.drift and the raise/clear decision this often
+    threshold: float = 0.25  # a device drifts when its largest feature PSI stays above this...
+    clear_threshold: float = 0.1  # ... and stops when it stays below this ...
+    for_s: float = 300.0  # ... for this long (checked every interval_s)
+    min_readings: float = 500.0  # weighted readings a device needs before it is judged
+    half_life_s: float = 600.0  # the running statistics forget older readings at this rate
+    top_devices: int = 20  # devices listed in the summary and Prometheus (highest PSI first)
+    top_features: int = 3  # features listed per device (highest PSI first)
+
+    def checks(self) -> list[Check]:
+        return [
+            (self.interval_s > 0, "interval_s", "must be > 0"),
+            (self.threshold > 0, "threshold", "must be > 0 (0.25 is a common PSI alarm level)"),
+            (
+                0 <= self.clear_threshold <= self.threshold,
+                "clear_threshold",
+                "must be >= 0 and <= drift.threshold",
+            ),
+            (self.for_s >= 0, "for_s", "must be >= 0"),
+            (self.min_readings >= 1, "min_readings", "must be >= 1"),
+            (self.half_life_s > 0, "half_life_s", "must be > 0"),
+            (1 <= self.top_devices <= 1000, "top_devices", "must be in [1, 1000]"),
+            (self.top_features >= 1, "top_features", "must be >= 1"),
+        ]
+
+
+@dataclass
+class FeedbackConfig:
+    """Operator verdicts on alerts and the readings kept around each alert (runtime/feedback.py,
+    runtime/alert_buffer.py), in state_dir/feedback.sqlite3."""
+
+    enabled: bool = False  # true: subscribe to topics.feedback and keep readings around alerts
+    max_payload_bytes: int = 4_096  # longer feedback messages are dropped (counted)
+    queue_size: int = 10_000  # feedback messages waiting for the processing loop
+    before: int = 30  # readings kept before the window that raised an alert
+    after: int = 30  # readings kept after it
+    max_rows: int = 200_000  # readings kept for all alerts on disk; the oldest alerts go first
+    max_alerts: int = 100_000  # alerts (and verdicts) kept on disk; the oldest go first
+
+    def checks(self) -> list[Check]:
+        return [
+            (self.max_payload_bytes >= 64, "max_payload_bytes", "must be >= 64"),
+            (self.queue_size >= 1, "queue_size", "must be >= 1"),
+            (self.before >= 0, "before", "must be >= 0 (readings)"),
+            (self.after >= 0, "after", "must be >= 0 (readings)"),
+            (self.max_rows >= 1, "max_rows", "must be >= 1"),
+            (self.max_alerts >= 1, "max_alerts", "must be >= 1"),
+        ]
+
+
 INPUT_MODES = ("mqtt", "amqp")
 AMQP_MAX_PREFETCH = 65_535  # basic.qos prefetch_count is an unsigned 16-bit field
 
@@ -290,6 +352,8 @@ class GatewayConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     state_dir: Path = Path("state")
     sample_period_s: float | None = None  # default: the manifest's sample period
     gap_tolerance: float = 0.5  # a step over (1 + this) periods means readings went missing
@@ -319,6 +383,8 @@ class GatewayConfig:
             "limits",
             "liveness",
             "input",
+            "feedback",
+            "drift",
         ):
             checks += [(ok, f"{name}.{key}", why) for ok, key, why in getattr(self, name).checks()]
         for ok, key, message in checks:

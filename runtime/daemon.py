@@ -20,23 +20,33 @@ goes on: one bad round never ends the gateway.
 
 The debouncer's raised faults are stored with each alert in the outbox's database
 (runtime/alerts.py) and restored at start.
+
+The drift monitor (runtime/drift.py) sees each drain's readings and each round's closed
+windows and publishes every drift.interval_s; a monitor that fails is switched off, never the
+gateway. The stats message carries the process's `health` (runtime/health.py).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from runtime.alerts import AlertPublisher
 from runtime.amqp_input import AmqpInput
 from runtime.config import GatewayConfig
 from runtime.debounce import Debouncer
+from runtime.drift import DriftMonitor
+from runtime.drift import publish as publish_drift
 from runtime.errors import BackendError, ConfigError, EdgeRuntimeError
+from runtime.feedback import Feedback
+from runtime.health import Health
 from runtime.model import LoadedModel, load_model
 from runtime.mqtt import MqttLink
 from runtime.outbox import Outbox
@@ -79,23 +89,36 @@ class Service:
         # input.mode amqp: readings come from a RabbitMQ shard (runtime/amqp_input.py) into the
         # same _on_payload; MQTT then carries only alerts, stats, status and the heartbeat
         amqp = cfg.input.mode == "amqp"
+        # feedback.enabled: operator verdicts in, readings around alerts kept (runtime/feedback.py)
+        self.feedback: Feedback | None = None
+        if cfg.feedback.enabled:
+            self.feedback = Feedback(cfg, self.stats, self.model.manifest)
         self.link = MqttLink(
             cfg,
             self._on_payload,
             self._on_handler_error,
             self.wakeup.set,
             subscribe_sensors=not amqp,
+            on_feedback=self.feedback.on_message if self.feedback is not None else None,
         )
         self.source: AmqpInput | None = None
         if amqp:
             self.source = AmqpInput(cfg, self._on_payload, self._on_handler_error, self.stats.count)
-        self.alerts = AlertPublisher(cfg, self.link, self.outbox, self.stats)
+        self.alerts = AlertPublisher(
+            cfg,
+            self.link,
+            self.outbox,
+            self.stats,
+            on_alert=self.feedback.on_alert if self.feedback is not None else None,
+        )
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.loader = BackgroundLoader(cfg)
         self._ready_sent = False
         self.loss = LossWatch(cfg.loss_warn_rate)
+        self.health = Health(self.stats)
+        self.drift = DriftMonitor.for_model(cfg, self.model.manifest, self.stats)
 
     # ---- set-up -------------------------------------------------------------------------
 
@@ -143,6 +166,21 @@ class Service:
 
     def _forget_device(self, device_id: str) -> None:
         self.debouncer.forget(device_id)
+        if self.feedback is not None:
+            self.feedback.forget(device_id)
+        if self.drift is not None:
+            self.drift.forget(device_id)
+
+    @contextlib.contextmanager
+    def _drift_guard(self) -> Iterator[None]:
+        """A failing drift monitor is logged, counted (`drift_errors`) and switched off;
+        serving goes on."""
+        try:
+            yield
+        except Exception:
+            self.stats.count("drift_errors")
+            log.exception("the drift monitor failed and is off until the next reload")
+            self.drift = None
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
@@ -227,6 +265,8 @@ class Service:
             # the drain, so settle() may ack the ones no open window needs any more
             mark = self.source.mark() if self.source is not None else 0
             self._drain_inbox()
+            if self.feedback is not None:
+                self.feedback.drain(self.link.ack)  # stored, then acknowledged
             if self.engine.pending_readings:
                 self._fill_batch()
                 self._round()
@@ -239,6 +279,11 @@ class Service:
                 self.engine.evict_idle(time.monotonic())
                 self._publish_stats()
                 next_stats = time.monotonic() + self.cfg.stats_interval_s
+            if self.drift is not None and self.drift.due(time.monotonic()):
+                with self._drift_guard():
+                    publish_drift(
+                        self.drift, time.monotonic(), self.link, self.outbox, self.debouncer.active
+                    )
         self._shutdown()
         return 0
 
@@ -277,6 +322,8 @@ class Service:
         inbox, engine = self.inbox, self.engine
         generation = self.parsing[1]
         n = stale = 0
+        drift = self.drift
+        observed: list[tuple[str, Any]] = []  # (device, raw values) for the drift monitor
         while inbox:
             device_id, readings, received, parsed_as = inbox.popleft()
             self.dequeued += len(readings)
@@ -284,7 +331,15 @@ class Service:
                 stale += len(readings)
                 continue
             engine.add(device_id, readings, received)
+            if self.feedback is not None and device_id in engine.devices:
+                queued = len(engine.devices[device_id].pending)  # readings not stepped yet
+                self.feedback.observe(device_id, readings, queued)
             n += len(readings)
+            if drift is not None and device_id in engine.devices:
+                observed.append((device_id, readings.values))
+        if drift is not None and observed:
+            with self._drift_guard():
+                drift.observe(observed)
         if n:
             self.stats.count("readings", n)
         if stale:
@@ -323,6 +378,9 @@ class Service:
             return
         for result in results:
             self.alerts.on_window(result, self.model.manifest, self.debouncer)
+        if self.drift is not None and results:
+            with self._drift_guard():
+                self.drift.observe_windows(results)
         if n:
             self.stats.count("windows", n)
         self._settle_acks()
@@ -341,7 +399,10 @@ class Service:
         if engine.newest_received is not None:
             age = time.monotonic() - engine.newest_received
             self.stats.gauge("newest_reading_age_s", round(age, 3))
+        feedback = self.feedback.refresh() if self.feedback is not None else None
         snap = self.stats.snapshot()
+        if feedback is not None:
+            snap["feedback"] = feedback
         snap["model"] = self.model.label
         snap["connected"] = self.link.connected.is_set()
         snap["network"] = self.link.stalled(time.monotonic(), self.cfg.liveness.stall_after_s)
@@ -350,6 +411,7 @@ class Service:
         if warning:
             self.health_log.warning("loss", "%s", warning)
         snap["warnings"] = [warning] if warning else []
+        snap["health"] = self.health.snapshot(self.model)
         self.link.publish(self.cfg.topic(self.cfg.topics.stats), json.dumps(snap).encode(), qos=0)
         log.info("stats: %s", log_line(snap))
         self.notifier.status(log_line(snap))
@@ -395,6 +457,9 @@ class Service:
             self.debouncer = Debouncer(self.cfg.debounce.k, self.cfg.debounce.threshold)
             self.outbox.clear_alert_state()
         self.model = new
+        self.drift = DriftMonitor.for_model(self.cfg, new.manifest, self.stats)
+        if self.feedback is not None:
+            self.feedback.reload(new.manifest)
         close_quietly(old)
         self.stats.count("reloads")
         log.info(
@@ -432,9 +497,13 @@ class Service:
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.005)
+        if self.feedback is not None:
+            self.feedback.drain(self.link.ack)
         snap = self._publish_stats()
         self.link.stop()
         self.outbox.close()
+        if self.feedback is not None:
+            self.feedback.close()
         close_quietly(self.model)
         self.loader.close()
         self.notifier.close()

@@ -1,6 +1,12 @@
 """The deployment folder contract: manifest.json schema, loading, validation, sha256 checks.
 
 The device side owns this schema; converters write manifests through `Manifest.save`.
+
+`drift_reference` (optional; folders exported before it load with None) is kept inline rather
+than as a sidecar file: it is about a thousand numbers, it is validated with the rest of the
+manifest, and quantize/build-engine, which load and save the manifest, carry it along with no
+extra file to copy or checksum. `bin_index` is part of its contract: export and the gateway
+bin values with the same rule, so a bin means the same on both sides.
 """
 
 from __future__ import annotations
@@ -64,6 +70,89 @@ class Artifact:
             raise ManifestError(f"artifact {name!r}: file must be a plain name in the folder")
 
 
+def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each value: 0 below edges[0], b for edges[b-1] <= v < edges[b], E at or above
+    edges[-1] (E edges, E + 1 bins, the outer two open-ended). `values` [..., F] with `edges`
+    [F, E] bins every feature against its own edges; `values` [N] with `edges` [E] one series.
+    One comparison pass per edge: 4x faster than one [..., F, E] array (bench/drift.py)."""
+    values = np.asarray(values)
+    bins = np.zeros(values.shape, dtype=np.intp)
+    for edge in np.moveaxis(np.asarray(edges), -1, 0):
+        bins += values >= edge
+    return bins
+
+
+def _finite(values: Any) -> bool:
+    return bool(np.all(np.isfinite(np.asarray(values, dtype=np.float64))))
+
+
+def _share_ok(share: list[float]) -> bool:
+    total = np.asarray(share, dtype=np.float64)
+    return bool(np.all(total >= 0)) and abs(float(total.sum()) - 1.0) <= 1e-6
+
+
+@dataclass
+class DriftReference:
+    """What the inputs and outputs looked like in training, for the gateway's drift monitor
+    (runtime/drift.py; written by converters/drift_reference.py at export).
+
+    Feature figures are in normalized units, z = (raw - norm_mean) / norm_std, over every
+    reading of the training split: per feature E non-decreasing bin edges (quantiles; equal
+    edges where a feature has few distinct values leave empty bins on both sides) and the
+    share of readings in each of the E + 1 bins (`bin_index`), with mean and variance. The
+    confidence and class figures are the exported window graph's on the validation windows at
+    the manifest's temperature: top-probability bin edges and shares, and the share of windows
+    whose top class is each class (empty lists when there were no validation windows)."""
+
+    edges: list[list[float]]  # [F][E]
+    share: list[list[float]]  # [F][E + 1]
+    mean: list[float]  # [F]
+    var: list[float]  # [F]
+    readings: int  # training readings the figures come from
+    confidence_edges: list[float] = field(default_factory=list)  # [K]
+    confidence_share: list[float] = field(default_factory=list)  # [K + 1]
+    class_share: list[float] = field(default_factory=list)  # [C]
+    windows: int = 0  # validation windows the confidence and class figures come from
+
+    def validate(self, n_features: int, n_classes: int) -> None:
+        where = "drift_reference"
+        fix = "; re-export the folder (edgelstm export) to rebuild it"
+        try:
+            edges = np.asarray(self.edges, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ManifestError(f"{where}.edges must be a list of number lists{fix}") from None
+        if edges.ndim != 2 or edges.shape[0] != n_features or edges.shape[1] < 1:
+            raise ManifestError(f"{where}.edges must be {n_features} lists of equal length{fix}")
+        shape = (n_features, edges.shape[1] + 1)
+        try:
+            share_shape = np.asarray(self.share, dtype=np.float64).shape
+        except (TypeError, ValueError):
+            share_shape = ()
+        if share_shape != shape:
+            raise ManifestError(f"{where}.share must have shape {list(shape)}{fix}")
+        if len(self.mean) != n_features or len(self.var) != n_features:
+            raise ManifestError(f"{where}.mean and .var need {n_features} values each{fix}")
+        if not (_finite(self.edges) and _finite(self.mean) and _finite(self.var)):
+            raise ManifestError(f"{where}: edges, mean and var must be finite{fix}")
+        if np.any(np.diff(edges, axis=1) < 0) or any(v < 0 for v in self.var):
+            raise ManifestError(f"{where}: edges must be non-decreasing and var >= 0{fix}")
+        if not all(_share_ok(row) for row in self.share) or self.readings < 1:
+            raise ManifestError(f"{where}.share rows must be >= 0 and sum to 1{fix}")
+        if self.windows == 0:
+            if self.confidence_edges or self.confidence_share or self.class_share:
+                raise ManifestError(f"{where}: confidence figures without windows{fix}")
+            return
+        if len(self.confidence_share) != len(self.confidence_edges) + 1:
+            raise ManifestError(f"{where}.confidence_share needs one more value than edges{fix}")
+        if len(self.class_share) != n_classes:
+            raise ManifestError(f"{where}.class_share needs {n_classes} values{fix}")
+        confidence = np.asarray(self.confidence_edges, dtype=np.float64)
+        if not _finite(confidence) or np.any(np.diff(confidence) < 0):
+            raise ManifestError(f"{where}.confidence_edges must be finite, non-decreasing{fix}")
+        if not (_share_ok(self.confidence_share) and _share_ok(self.class_share)):
+            raise ManifestError(f"{where}: confidence and class shares must sum to 1{fix}")
+
+
 @dataclass
 class Manifest:
     """Everything the runtime needs to turn raw readings into class probabilities."""
@@ -88,6 +177,9 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
+    # training statistics the gateway's drift monitor compares live inputs with (None: folders
+    # exported before it; the monitor is then off)
+    drift_reference: DriftReference | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -169,6 +261,8 @@ class Manifest:
                 raise ManifestError("a student needs layers >= 1 and hidden_size >= 1")
         for name, art in self.artifacts.items():
             art.validate(name)
+        if self.drift_reference is not None:
+            self.drift_reference.validate(self.n_features, self.n_classes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,7 +277,10 @@ class Manifest:
             raise ManifestError(f"unknown manifest keys {unknown}; is the runtime too old?")
         try:
             arts = {k: Artifact(**v) for k, v in raw.get("artifacts", {}).items()}
-            manifest = cls(**{**raw, "artifacts": arts})
+            drift = raw.get("drift_reference")
+            if drift is not None:
+                drift = DriftReference(**drift)
+            manifest = cls(**{**raw, "artifacts": arts, "drift_reference": drift})
         except TypeError as exc:
             raise ManifestError(f"manifest is missing or has wrong fields: {exc}") from None
         manifest.validate()

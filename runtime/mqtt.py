@@ -82,9 +82,15 @@ class MqttLink:
         on_error: Callable[[BaseException], None],
         on_ack: Callable[[], None] = lambda: None,
         subscribe_sensors: bool = True,  # False: readings come another way (input.mode: amqp)
+        # topics.feedback (runtime/feedback.py): (device, payload, mid, qos) -> True when the
+        # callback acks the message itself (once stored); the client then runs with manual acks
+        on_feedback: Callable[[str, bytes, int, int], bool] | None = None,
     ) -> None:
         self.cfg = cfg
         self.subscribe_sensors = subscribe_sensors
+        self.on_feedback = on_feedback
+        self.feedback_topic = cfg.topic(cfg.topics.feedback)
+        self._feedback_levels = self.feedback_topic.split("/")
         self.on_payload = on_payload
         self.on_error = on_error
         self.on_ack = on_ack  # wakes the processing loop so a PUBACK is settled at once
@@ -123,6 +129,8 @@ class MqttLink:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        if on_feedback is not None:
+            self.client.manual_ack_set(True)
         self.client.on_publish = self._on_publish
         self.client.on_socket_open = self._on_socket_open
 
@@ -269,7 +277,10 @@ class MqttLink:
         self.heard = self._connected_at = time.monotonic()
         log.info("connected to the broker (session present: %s)", bool(flags.session_present))
         sensors = [(self.cfg.topics.sensors, self.cfg.topics.sensor_qos)]
-        client.subscribe([*(sensors if self.subscribe_sensors else []), (self.heartbeat_topic, 0)])
+        feedback = [(self.feedback_topic, 1)] if self.on_feedback is not None else []
+        client.subscribe(
+            [*(sensors if self.subscribe_sensors else []), (self.heartbeat_topic, 0), *feedback]
+        )
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self.connected.set()
 
@@ -282,6 +293,13 @@ class MqttLink:
                 "check the broker's ACL",
                 self.cfg.topics.sensors,
                 reason_codes[0],
+            )
+        if self.on_feedback is not None and reason_codes and reason_codes[-1].is_failure:
+            log.error(
+                "the broker refused the subscription to %s (%s): no verdicts will arrive; "
+                "check the broker's ACL",
+                self.feedback_topic,
+                reason_codes[-1],
             )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -307,6 +325,7 @@ class MqttLink:
         self.on_ack()
 
     def _on_message(self, client, userdata, message) -> None:
+        acked_later = False  # with manual acks (feedback on) every other message is acked here
         try:
             self.heard = received = time.monotonic()
             topic = message.topic
@@ -314,8 +333,31 @@ class MqttLink:
                 self.heartbeat_echoes = True
                 return
             levels = topic.split("/")
+            feedback_device = self._feedback_device(levels)
+            if feedback_device is not None and self.on_feedback is not None:
+                acked_later = self.on_feedback(
+                    feedback_device, message.payload, message.mid, message.qos
+                )
+                return
             if len(levels) != self._levels:
                 return
             self.on_payload(levels[self._device_pos], message.payload, received)
         except Exception as exc:  # one message must never end paho's network thread
             self.on_error(exc)
+        finally:
+            if self.on_feedback is not None and not acked_later:
+                self.ack(message.mid, message.qos)
+
+    def _feedback_device(self, levels: list[str]) -> str | None:
+        """The device id of a topics.feedback topic, None for any other topic."""
+        pattern = self._feedback_levels
+        if self.on_feedback is None or len(levels) != len(pattern):
+            return None
+        if any(p != "+" and p != level for p, level in zip(pattern, levels, strict=True)):
+            return None
+        return levels[pattern.index("+")]
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Acknowledges a received message (manual acks, feedback on); QoS 0 needs none."""
+        if qos:
+            self.client.ack(mid, qos)

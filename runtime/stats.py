@@ -16,6 +16,7 @@ import numpy as np
 
 STAGES = ("receive_to_infer", "infer", "publish", "ack", "reading_to_alert")
 RING = 8_192  # samples kept per stage: the latest ones, so percentiles are recent
+Labelled = tuple[str, tuple[str, ...], list[tuple[tuple, float]]]  # help, labels, samples
 
 
 class Stats:
@@ -29,6 +30,11 @@ class Stats:
         }
         self.totals: dict[str, list[float]] = {s: [0, 0.0] for s in STAGES}  # count, sum (s)
         self.gauges: dict[str, float] = {}
+        # Prometheus-only gauges, labelled: name -> (help, label names, [(label values, value)]),
+        # each replaced whole by its producer (runtime/drift.py, runtime/health.py), whose JSON
+        # goes in its own message or section
+        self.labelled: dict[str, Labelled] = {}
+        self.labelled_counters: dict[str, Labelled] = {}  # the same for counters (feedback)
         self.started = time.monotonic()
         self._last_time = self.started
         self._last_counts: dict[str, int] = {}
@@ -45,6 +51,19 @@ class Stats:
 
     def gauge(self, name: str, value: float) -> None:
         self.gauges[name] = value
+
+    def labelled_gauge(
+        self, name: str, doc: str, labels: tuple[str, ...], samples: list[tuple[tuple, float]]
+    ) -> None:
+        """Replaces the samples of the labelled gauge `edgelstm_<name>` (Prometheus only)."""
+        self.labelled[name] = (doc, labels, samples)
+
+    def labelled_counter(
+        self, name: str, doc: str, labels: tuple[str, ...], samples: list[tuple[tuple, float]]
+    ) -> None:
+        """Replaces the samples of the labelled counter `edgelstm_<name>_total` (Prometheus
+        only; runtime/feedback.py keeps the totals)."""
+        self.labelled_counters[name] = (doc, labels, samples)
 
     def percentiles(self, stage: str) -> dict[str, float] | None:
         samples = np.fromiter(self.latency[stage], dtype=np.float64)
@@ -129,7 +148,10 @@ QUANTILES = (0.5, 0.95, 0.99)
 def start_prometheus(stats: Stats, port: int) -> None:
     """Serves the stats on http://127.0.0.1:port/metrics (needs prometheus-client): counters,
     gauges, and each latency stage as a Summary in seconds by the usual convention
-    (`{quantile="0.5"}` over the recent samples, `_count` and `_sum` since start)."""
+    (`{quantile="0.5"}` over the recent samples, `_count` and `_sum` since start), and the
+    labelled gauges (drift, backend). CPU and RSS are prometheus-client's own process
+    collector's (`process_cpu_seconds_total`, `process_resident_memory_bytes`), registered in
+    the default registry on Linux, so they are not repeated here."""
     from prometheus_client import start_http_server
     from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -143,6 +165,16 @@ def start_prometheus(stats: Stats, port: int) -> None:
                 yield GaugeMetricFamily(f"edgelstm_{name}", f"current {name}", value=value)
             for stage in STAGES:
                 yield from _latency_families(stats, stage, Metric, GaugeMetricFamily)
+            for name, (doc, labels, samples) in list(stats.labelled.items()):
+                family = GaugeMetricFamily(f"edgelstm_{name}", doc, labels=labels)
+                for values, value in samples:
+                    family.add_metric(values, value)
+                yield family
+            for name, (doc, labels, samples) in list(stats.labelled_counters.items()):
+                counter = CounterMetricFamily(f"edgelstm_{name}", doc, labels=labels)
+                for values, value in samples:
+                    counter.add_metric(values, value)
+                yield counter
 
     REGISTRY.register(_Collector())
     start_http_server(port, addr="127.0.0.1")

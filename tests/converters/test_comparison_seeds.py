@@ -128,23 +128,31 @@ def test_the_study_survives_later_rows_and_sets_the_table_precision(tmp_path) ->
     assert text[-1] == f"- verdict: {VERDICTS['not_shown']}"  # the terminal gets the headline
 
 
+TAIL = (
+    " points of macro-F1 on these test runs ({}); the test runs' own uncertainty is in "
+    "`edgelstm evaluate` (run-level 95 % intervals)"
+)
+
+
 @pytest.mark.parametrize(
     ("student", "reference", "line"),
     [
         (
             0.9912,
             0.9801,
-            "- s is ahead of the reference gbm by 1.11 points (macro-F1 0.9912 vs 0.9801)",
+            "- s − the reference gbm: +1.11" + TAIL.format("0.9912 vs 0.9801"),
         ),
         (
             0.9801,
             0.9912,
-            "- the reference gbm is ahead of s by 1.11 points (macro-F1 0.9801 vs 0.9912)",
+            "- s − the reference gbm: -1.11" + TAIL.format("0.9801 vs 0.9912"),
         ),
-        (0.99101, 0.99099, "- s and the reference gbm tie (macro-F1 0.9910 vs 0.9910)"),
+        (0.99101, 0.99099, "- s − the reference gbm: +0.00" + TAIL.format("0.9910 vs 0.9910")),
     ],
 )
-def test_the_reference_line_says_who_is_ahead(tmp_path, student, reference, line) -> None:
+def test_the_reference_line_gives_the_difference_and_no_verdict(
+    tmp_path, student, reference, line
+) -> None:
     path = tmp_path / "comparison.json"
     update_comparison(path, _rows(student, 0.97, reference), ROLES)
     md = path.with_suffix(".md").read_text()
@@ -160,8 +168,7 @@ def test_the_reference_line_quotes_the_students_spread(tmp_path) -> None:
     study = _study((0.991, 0.985, 0.988), (0.975, 0.99, 0.98))
     update_comparison(path, _rows(0.991, 0.975, 0.95), ROLES, study)
     md = path.with_suffix(".md").read_text()
-    line = (
-        "- s is ahead of the reference gbm by 4.1 points "
-        "(macro-F1 0.991 vs 0.950; s 0.988 ± 0.003 (3 seeds))"
+    line = "- s − the reference gbm: +4.1" + TAIL.format(
+        "0.991 vs 0.950; s 0.988 ± 0.003 (3 seeds)"
     )
     assert line in md.splitlines()
