@@ -126,8 +126,8 @@ class AlertBuffer:
             if cursor.rowcount != 1:  # the same alert again (a restart re-raised it)
                 return
             seq = cursor.lastrowid
-            self.alerts += 1
             self._insert(seq, ts[upto][-self.keep :], values[upto][-self.keep :])
+        self.alerts += 1
         if self.cfg.after:
             capture = self.captures[device_id] = _Capture(seq, end, self.cfg.after)
             self._extend(device_id, capture, ts[~upto], values[~upto])

@@ -35,7 +35,8 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,14 +193,38 @@ class Feedback:
 
     # ---- processing loop ----------------------------------------------------------------
 
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """A failing store (disk full, a broken file) is logged and counted
+        (`feedback_store_errors`), never the end of serving: alerts do not depend on it."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            self.stats.count("feedback_store_errors")
+            self.bad_log.warning(
+                "store", "the feedback store failed %s (%s); serving goes on", what, exc
+            )
+
     def drain(self, ack: Ack) -> int:
         """Stores every queued verdict in one transaction, then acknowledges them (`ack(mid,
-        qos)`); returns how many were stored."""
+        qos)`); returns how many were stored. When the store fails nothing is acknowledged, so
+        the broker hands the messages over again in the next session."""
         items = []
         while self.inbox:
             items.append(self.inbox.popleft())
         if not items:
             return 0
+        stored: list[tuple[str, str]] = []
+        with self._guard("storing verdicts"):
+            stored = self._store(items)
+            for _device_id, _verdict, _received, mid, qos in items:
+                ack(mid, qos)
+            for key in stored:
+                self.totals[key] += 1
+        return len(stored)
+
+    def _store(self, items: list) -> list[tuple[str, str]]:
+        """One transaction of verdicts; returns (class, verdict) of those stored."""
         stored = []
         with self.db:
             for device_id, verdict, received, _mid, _qos in items:
@@ -222,11 +247,7 @@ class Feedback:
                 )
                 stored.append((cls or UNKNOWN_CLASS, verdict.verdict))
             self._bound()
-        for _device_id, _verdict, _received, mid, qos in items:
-            ack(mid, qos)
-        for key in stored:
-            self.totals[key] += 1
-        return len(stored)
+        return stored
 
     def _class_of(self, device_id: str, alert_id: str) -> str | FeedbackReason | None:
         """The alert's class; None (counted) for an unknown alert; DEVICE_MISMATCH."""
@@ -253,19 +274,21 @@ class Feedback:
             )
 
     def observe(self, device_id: str, readings: Readings, queued: int) -> None:
-        self.buffer.observe(device_id, readings, queued)
+        with self._guard("storing readings after an alert"):
+            self.buffer.observe(device_id, readings, queued)
 
     def on_alert(self, alert: dict[str, Any]) -> None:
         """A raised alert (its outbox body): recorded, with the readings around it."""
         if alert["event"] != "raised":
             return
-        self.buffer.record(alert, self.normal_class)
-        with self.db:
-            self.db.execute(
-                "UPDATE verdicts SET class = ? WHERE alert_id = ? AND class IS NULL "
-                "AND device_id = ?",
-                (alert["class"], alert["alert_id"], alert["device_id"]),
-            )
+        with self._guard("recording an alert"):
+            self.buffer.record(alert, self.normal_class)
+            with self.db:  # verdicts that came before their alert (see the module docstring)
+                self.db.execute(
+                    "UPDATE verdicts SET class = ? WHERE alert_id = ? AND class IS NULL "
+                    "AND device_id = ?",
+                    (alert["class"], alert["alert_id"], alert["device_id"]),
+                )
 
     def forget(self, device_id: str) -> None:
         self.buffer.forget(device_id)
@@ -277,6 +300,12 @@ class Feedback:
 
     def refresh(self) -> dict[str, Any]:
         """Sets the feedback gauges and Prometheus families; returns the stats' `feedback`."""
+        summary: dict[str, Any] = {"error": "the feedback store failed (feedback_store_errors)"}
+        with self._guard("reading precision"):
+            summary = self._summary()
+        return summary
+
+    def _summary(self) -> dict[str, Any]:
         table = precision(self.db, time.time())
         unknown = self.db.execute("SELECT COUNT(*) FROM verdicts WHERE class IS NULL").fetchone()
         self.stats.gauge("feedback_buffer_alerts", self.buffer.alerts)

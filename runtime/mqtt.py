@@ -333,12 +333,13 @@ class MqttLink:
                 self.heartbeat_echoes = True
                 return
             levels = topic.split("/")
-            feedback_device = self._feedback_device(levels)
-            if feedback_device is not None and self.on_feedback is not None:
-                acked_later = self.on_feedback(
-                    feedback_device, message.payload, message.mid, message.qos
-                )
-                return
+            if self.on_feedback is not None:
+                feedback_device = self._feedback_device(levels)
+                if feedback_device is not None:
+                    acked_later = self.on_feedback(
+                        feedback_device, message.payload, message.mid, message.qos
+                    )
+                    return
             if len(levels) != self._levels:
                 return
             self.on_payload(levels[self._device_pos], message.payload, received)
@@ -351,13 +352,14 @@ class MqttLink:
     def _feedback_device(self, levels: list[str]) -> str | None:
         """The device id of a topics.feedback topic, None for any other topic."""
         pattern = self._feedback_levels
-        if self.on_feedback is None or len(levels) != len(pattern):
+        if len(levels) != len(pattern):
             return None
         if any(p != "+" and p != level for p, level in zip(pattern, levels, strict=True)):
             return None
         return levels[pattern.index("+")]
 
     def ack(self, mid: int, qos: int) -> None:
-        """Acknowledges a received message (manual acks, feedback on); QoS 0 needs none."""
-        if qos:
+        """Acknowledges a received message (manual acks, feedback on); QoS 0 needs none. Not
+        while disconnected: the broker re-sends the message in the resumed session instead."""
+        if qos and self.connected.is_set():
             self.client.ack(mid, qos)

@@ -8,17 +8,19 @@ import sqlite3
 import urllib.request
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from edge_lstm.local_broker import free_port
 from runtime.alert_buffer import AlertBuffer
-from runtime.config import FeedbackConfig
-from runtime.feedback import DB_FILE, FeedbackReason, Verdict, open_db, parse_verdict
+from runtime.config import FeedbackConfig, config_from_dict
+from runtime.feedback import DB_FILE, Feedback, FeedbackReason, Verdict, open_db, parse_verdict
 from runtime.manifest import Manifest
 from runtime.parse import Readings
 from runtime.replay import Replayer, device_ids
+from runtime.stats import Stats
 from tests.runtime.helpers import (
     Collector,
     InProcessService,
@@ -153,10 +155,13 @@ def test_verdicts_are_stored_with_their_alerts_and_give_precision(
     service = InProcessService(config)
     verdicts = Replayer(broker.host, broker.port, topic="edgelstm/test/feedback/{device_id}", qos=1)
     try:
-        publisher = Replayer(broker.host, broker.port)
+        # QoS 1 readings: with manual acks (feedback on) the gateway acks them itself
+        publisher = Replayer(broker.host, broker.port, qos=1)
         publisher.replay(device_ids(runs, len(runs)))
         publisher.close()
-        assert wait_until(lambda: len(collector.bodies("raised")) >= 2, 20)
+        sent = sum(len(r.ts) for r in runs)
+        assert wait_until(lambda: service.counters().get("readings") == sent, 20)
+        assert wait_until(lambda: len(collector.bodies("raised")) >= 2, 10)
         first, second = collector.bodies("raised")[:2]
         send = verdicts.send
         send(
@@ -222,10 +227,17 @@ def test_stored_verdicts_survive_a_restart_and_are_not_redelivered(
     broker, deploy_dir, tiny_data, tmp_path
 ) -> None:
     deploy = deploy_dir("gru", None)
+    manifest = Manifest.load(deploy)
+    runs = select_runs(tiny_data, manifest, count=2, length=30)
     config = _feedback_config(tmp_path, deploy, broker, None)  # one registry per process
     service = InProcessService(config)
     verdicts = Replayer(broker.host, broker.port, topic="edgelstm/test/feedback/{device_id}", qos=1)
     try:
+        readings = Replayer(broker.host, broker.port, qos=1)
+        readings.replay(device_ids(runs, len(runs)))
+        readings.close()
+        sent = sum(len(r.ts) for r in runs)
+        assert wait_until(lambda: service.counters().get("readings") == sent, 10)
         for i in range(3):
             alert = str(uuid.UUID(int=i + 1))
             verdicts.send(f"d{i}", json.dumps({"alert_id": alert, "verdict": "rejected"}).encode())
@@ -233,13 +245,29 @@ def test_stored_verdicts_survive_a_restart_and_are_not_redelivered(
         assert wait_until(lambda: service.counters().get("feedback_unknown_alert") == 3, 10)
     finally:
         assert service.stop() == 0
-    # the same client id: a persistent session would hand over any verdict not acknowledged
+    # the same client id: the persistent session would hand over any message not acknowledged
+    # (the client runs with manual acks: readings are acked on arrival, verdicts once stored)
     again = InProcessService(config)
     try:
-        wait_until(lambda: again.counters().get("feedback_messages", 0) > 0, 2)
+        wait_until(lambda: again.counters().get("messages", 0) > 0, 2)
         counters = again.counters()
     finally:
         assert again.stop() == 0
     assert counters.get("feedback_messages", 0) == 0
+    assert counters.get("messages", 0) == 0
     db = sqlite3.connect(tmp_path / "state" / DB_FILE)
     assert db.execute("SELECT COUNT(*) FROM verdicts WHERE class IS NULL").fetchone()[0] == 3
+
+
+def test_a_failing_store_is_counted_and_acknowledges_nothing(tmp_path: Path) -> None:
+    cfg = config_from_dict({"model_dir": str(tmp_path), "state_dir": str(tmp_path)})
+    manifest = SimpleNamespace(window=4, features=["a", "b"], classes=["normal", "leak"])
+    stats = Stats()
+    feedback = Feedback(cfg, stats, manifest)  # type: ignore[arg-type]
+    assert feedback.on_message("d", _payload(), 7, 1)
+    feedback.db.close()  # what a broken file or a full disk does to the next statement
+    acks: list[tuple[int, int]] = []
+    assert feedback.drain(lambda mid, qos: acks.append((mid, qos))) == 0
+    feedback.on_alert(_alert("d", 1.0, 4.0))
+    assert "error" in feedback.refresh()
+    assert acks == [] and stats.counters["feedback_store_errors"] == 3
