@@ -15,11 +15,13 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.local_broker import LocalBroker
@@ -28,7 +30,7 @@ from edge_lstm.reporting.gateway_harness import Gateway, Recorder, example_confi
 from edge_lstm.reporting.recordings import gateway_latency, read_jsonl
 from runtime.errors import EdgeRuntimeError
 from runtime.manifest import Manifest
-from runtime.replay import Columns, Replayer, device_ids, load_runs, rate_for_speedup
+from runtime.replay import Columns, Replayer, Run, device_ids, load_runs, rate_for_speedup
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,19 @@ ONLINE_TIMEOUT_S = 90.0
 QUIET_S = 10.0
 STOP_TIMEOUT_S = 15.0
 REPLAY_QOS = 1
+# one extra device: a normal test run whose DRIFT_FEATURE creeps DRIFT_SIGMAS training standard
+# deviations off over its first DRIFT_RAMP share of readings, then stays there (a sensor losing
+# its calibration); the drift monitor must flag it, and its windows are not scored
+DRIFT_FEATURE = "temp_bearing_nde"
+DRIFT_SIGMAS = 6.0
+DRIFT_RAMP = 0.3
+# the drift monitor at demo scale: a run lasts ~12 s of wall time at 5x
+DEMO_DRIFT = {
+    "interval_s": 1.0,
+    "half_life_s": 5.0,
+    "min_readings": 150,
+    "for_s": 2.0,
+}
 
 
 @dataclass
@@ -47,6 +62,8 @@ class HeldOutRuns:
     run_ids: list[str]
     expected_windows: int
     columns: Columns
+    window: int
+    stride: int
 
 
 def _test_runs(config_path: Path, data_path: Path) -> HeldOutRuns:
@@ -56,7 +73,48 @@ def _test_runs(config_path: Path, data_path: Path) -> HeldOutRuns:
     cfg = load_config(config_path)
     prepared = prepare_data(cfg, data_path)
     columns = Columns(cfg.data.run_column, cfg.data.timestamp_column, cfg.data.label_column)
-    return HeldOutRuns(list(prepared.split_runs["test"]), len(prepared.test.y), columns)
+    return HeldOutRuns(
+        list(prepared.split_runs["test"]),
+        len(prepared.test.y),
+        columns,
+        cfg.data.window,
+        cfg.data.stride,
+    )
+
+
+@dataclass
+class DriftingDevice:
+    """The extra replayed device whose sensor drifts: which run it copies and how."""
+
+    device_id: str
+    run_id: str
+    feature: str
+    sigmas: float
+    windows: int
+
+
+def drifting_copy(run: Run, feature: int, offset: float, ramp_share: float) -> Run:
+    """`run` with `offset` added to one feature, ramped in linearly over the first
+    `ramp_share` of its readings and held after."""
+    ramp = np.clip(np.arange(len(run.ts)) / max(1.0, ramp_share * len(run.ts)), 0.0, 1.0)
+    values = run.values.copy()
+    values[:, feature] += (offset * ramp).astype(values.dtype)
+    return Run(f"drift-{run.run_id}", run.ts, values, run.labels)
+
+
+def _drifting_device(
+    runs: list[Run], held_out: HeldOutRuns, manifest: Manifest
+) -> tuple[Run, DriftingDevice] | None:
+    """A drifting copy of the first normal test run (None without one or without the
+    feature)."""
+    normal = manifest.classes[0]
+    base = next((r for r in runs if all(label == normal for label in r.labels)), None)
+    if base is None or DRIFT_FEATURE not in manifest.features:
+        return None
+    k = manifest.features.index(DRIFT_FEATURE)
+    run = drifting_copy(base, k, DRIFT_SIGMAS * manifest.norm_std[k], DRIFT_RAMP)
+    windows = (len(run.ts) - held_out.window) // held_out.stride + 1
+    return run, DriftingDevice(run.run_id, base.run_id, DRIFT_FEATURE, DRIFT_SIGMAS, windows)
 
 
 def _check_inputs(deploy_dir: Path, data_path: Path, artifact: str) -> None:
@@ -78,23 +136,28 @@ def replay_runs(
     broker: LocalBroker,
     speedup: float,
     timeout_s: float,
-) -> dict[str, Any]:
-    """Publishes the test runs (values in the manifest's feature order, QoS 1) at `speedup`
-    times their recorded rate; `Replayer.replay`'s counts. Raises if it took over timeout_s."""
-    features = Manifest.load(deploy_dir).features
-    _, runs = load_runs(data_path, features, held_out.run_ids, held_out.columns)
+) -> tuple[dict[str, Any], DriftingDevice | None]:
+    """Publishes the test runs and the drifting device (values in the manifest's feature order,
+    QoS 1) at `speedup` times their recorded rate; `Replayer.replay`'s counts and the drifting
+    device. Raises if it took over timeout_s."""
+    manifest = Manifest.load(deploy_dir)
+    _, runs = load_runs(data_path, manifest.features, held_out.run_ids, held_out.columns)
     rate = rate_for_speedup(runs, speedup, data_path)
+    devices = device_ids(runs, len(runs))
+    drifting = _drifting_device(runs, held_out, manifest)
+    if drifting is not None:
+        devices.append((drifting[1].device_id, drifting[0]))
     publisher = Replayer(broker.host, broker.port, qos=REPLAY_QOS)
     try:
-        result = publisher.replay(device_ids(runs, len(runs)), rate, None, timeout_s)
+        result = publisher.replay(devices, rate, None, timeout_s)
     finally:
         publisher.close()
-    if result["readings"] < sum(len(r.ts) for r in runs):
+    if result["readings"] < sum(len(run.ts) for _, run in devices):
         raise EdgeLstmError(
             f"the replay did not finish within {timeout_s:g} s ({result['readings']} readings "
             "sent); raise --timeout or --speedup"
         )
-    return result
+    return result, drifting[1] if drifting is not None else None
 
 
 def _wait_for_windows(gateway: Gateway, expected: int) -> None:
@@ -129,6 +192,7 @@ def _start_gateway(live: Path, deploy_dir: Path, broker: LocalBroker, artifact: 
         artifact=artifact,
         stats_interval_s=2,
         debounce={"emit": "all"},
+        drift=DEMO_DRIFT,
     )
 
 
@@ -152,8 +216,11 @@ def run_live(
                 f"serving {artifact} of {deploy_dir}; replaying {len(run_ids)} test runs "
                 f"at {speedup:g}x ({expected} windows expected)"
             )
-            replay = replay_runs(data_path, deploy_dir, held_out, broker, speedup, replay_timeout_s)
-            _wait_for_windows(gateway, expected)
+            replay_started_at = time.time()
+            replay, drifting = replay_runs(
+                data_path, deploy_dir, held_out, broker, speedup, replay_timeout_s
+            )
+            _wait_for_windows(gateway, expected + (drifting.windows if drifting else 0))
         finally:
             # stop() waits for the final stats and `offline` the service publishes on SIGTERM
             code = gateway.stop()
@@ -164,7 +231,15 @@ def run_live(
         "speedup": speedup,
         "runs": run_ids,
         "expected_windows": expected,
-        "received": dict(gateway.recorder.counts),
+        "drifting_device": asdict(drifting) if drifting else None,
+        "replay_started_at": replay_started_at,
+        "received": dict(
+            Counter(
+                body.get("event")
+                for body in gateway.recorder.bodies()
+                if drifting is None or body.get("device_id") != drifting.device_id
+            )
+        ),
         "replay": {k: float(v) for k, v in replay.items() if v is not None},
         "serve_exit_code": code,
         "serve_stop_seconds": round(gateway.serve.stop_seconds, 3),
@@ -207,7 +282,7 @@ def _print_summary(summary: dict[str, Any], live: Path) -> None:
     show_default=True,
 )
 @click.option(
-    "--artifact", default="step.int8-dynamic", show_default=True, help="Manifest artifact to serve."
+    "--artifact", default="step.int8-static", show_default=True, help="Manifest artifact to serve."
 )
 @click.option(
     "--speedup",

@@ -65,7 +65,7 @@ class _NoTorch(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, _NoTorch())
 """
-JSONL_KINDS = ("alerts", "stats", "status")
+JSONL_KINDS = ("alerts", "stats", "status", "drift")
 
 
 def rss_mb(pid: int) -> float:

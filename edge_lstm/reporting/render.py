@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.reporting.detection import RunDetection
+from edge_lstm.reporting.drift_section import DriftSeen, drift_section
 from edge_lstm.reporting.evidence import Scored, evidence_section
 from edge_lstm.reporting.markdown import markdown_table, matrix_table, num
 from edge_lstm.reporting.recordings import LiveWindows
@@ -37,6 +38,7 @@ class ReportInputs:
     stats: list[dict[str, Any]]  # live/stats.jsonl payloads
     latency: dict[str, Any]  # the last stats' gateway-clock latency stages
     evidence: list[Scored]  # evaluate's figures of the demo's models (evidence.demo_models)
+    drift: DriftSeen  # live/drift.jsonl: the drift monitor's events and summaries
 
     @property
     def agree_pct(self) -> float:
@@ -56,6 +58,7 @@ def render(r: ReportInputs) -> str:
         _live,
         _alerts,
         _delay,
+        _drift,
         _latency,
         _timings,
         _files,
@@ -347,6 +350,12 @@ def _delay(r: ReportInputs) -> list[str]:
         "![detection delay](detection_delay.png)" if r.delays else "",
         "",
     ]
+
+
+def _drift(r: ReportInputs) -> list[str]:
+    return drift_section(
+        r.summary.get("drifting_device"), r.drift, r.summary.get("replay_started_at", 0.0)
+    )
 
 
 def _latency_row(stage: str, v: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.metrics import compute_metrics, plot_confusion
 from edge_lstm.reporting.detection import alert_confusion, delay_table, detections
+from edge_lstm.reporting.drift_section import DriftSeen
 from edge_lstm.reporting.evidence import demo_models, evidence_json
 from edge_lstm.reporting.offline import evaluate_offline
 from edge_lstm.reporting.plots import plot_delays, plot_latency
@@ -60,7 +61,12 @@ def gather(runs_dir: Path) -> ReportInputs:
     truths = run_truths(
         offline.readings, offline.run_column, offline.ts_column, offline.label_column, runs
     )
-    messages = read_jsonl(live / "alerts.jsonl")
+    drifting = summary.get("drifting_device")
+    messages = [
+        m
+        for m in read_jsonl(live / "alerts.jsonl")
+        if drifting is None or m.get("device_id") != drifting["device_id"]
+    ]
     windows = live_windows(messages, truths, classes)
     if not windows.keys:
         raise EdgeLstmError(
@@ -83,6 +89,9 @@ def gather(runs_dir: Path) -> ReportInputs:
         stats=stats,
         latency=gateway_latency(stats[-1]["latency_ms"]) if stats else {},
         evidence=demo_models(runs_dir, manifest, summary["artifact"]),
+        drift=DriftSeen.split(read_jsonl(live / "drift.jsonl"))
+        if (live / "drift.jsonl").is_file()
+        else DriftSeen([], []),
     )
 
 
@@ -117,6 +126,7 @@ def figures(r: ReportInputs) -> dict[str, Any]:
         "latency_ms": r.latency,
         "live": r.summary,
         "evidence": evidence_json(r.evidence),
+        "drift_events": r.drift.events,
     }
 
 
