@@ -12,6 +12,10 @@ beyond what training saw land in a bin whose reference share is tiny, which is w
 shift visible. Outputs: the exported window graph's probabilities on the validation windows at
 the manifest's temperature (so `calibrate` must have run): the top probability binned at its
 deciles and the share of windows whose top class is each class.
+
+The monitor decides on a mean shift: per feature, the mean and spread over the training runs'
+blocks of `BLOCK_WINDOWS` windows' readings of each block's mean. A device's recent mean that
+lies several of those spreads from the blocks' mean has moved further than training runs do.
 """
 
 from __future__ import annotations
@@ -39,26 +43,54 @@ def shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts.reshape(bins.shape[1], n_bins) / max(bins.shape[0], 1)
 
 
-def training_readings(data: Any, run_column: str) -> np.ndarray:
-    """Every training-split reading once, normalized with the training statistics, [N, F]."""
+BLOCK_WINDOWS = 5  # a block of this many windows' readings: a device's recent mean
+MIN_SD = 1e-3  # floor of a block spread (a constant feature), in normalized units
+
+
+def training_readings(data: Any, run_column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every training-split reading once, normalized with the training statistics, [N, F], and
+    the run of each reading [N]."""
     frame = data.readings
     rows = frame[run_column].isin(data.split_runs["train"]).to_numpy()
     values = frame.loc[rows, list(data.features)].to_numpy(dtype=np.float32)
-    return np.asarray(data.normalization.apply(values), dtype=np.float64)
+    runs = frame.loc[rows, run_column].astype(str).to_numpy()
+    return np.asarray(data.normalization.apply(values), dtype=np.float64), runs
+
+
+def block_means(train: np.ndarray, runs: np.ndarray, block: int) -> np.ndarray:
+    """Means [B, F] of consecutive, non-overlapping blocks of `block` readings of each run (a
+    run shorter than a block is one block), so their spread says how far one device's recent
+    mean strays within training."""
+    out = []
+    for run in dict.fromkeys(runs.tolist()):
+        values = train[runs == run]
+        n = max(1, len(values) // block)
+        out += [chunk.mean(axis=0) for chunk in np.array_split(values[: n * block], n)]
+    return np.asarray(out)
 
 
 def drift_reference(
-    train: np.ndarray, val_probs: np.ndarray | None, n_classes: int
+    train: np.ndarray,
+    runs: np.ndarray,
+    val_probs: np.ndarray | None,
+    n_classes: int,
+    block: int,
 ) -> DriftReference:
-    """The reference of normalized training readings [N, F] and validation probabilities
-    [M, C] (None or empty: no confidence and class figures)."""
+    """The reference of normalized training readings [N, F] of the runs `runs` [N] and
+    validation probabilities [M, C] (None or empty: no confidence and class figures). With a
+    single block in all, the block spread falls back to the readings' standard deviation."""
     edges = np.quantile(train, FEATURE_QUANTILES, axis=0).T  # [F, E]
+    means = block_means(train, runs, block)
+    spread = means.std(axis=0, ddof=1) if len(means) > 1 else train.std(axis=0)
     reference = DriftReference(
         edges=edges.tolist(),
         share=shares(train, edges).tolist(),
         mean=train.mean(axis=0).tolist(),
         var=train.var(axis=0).tolist(),
         readings=int(train.shape[0]),
+        block_mean=means.mean(axis=0).tolist(),
+        block_sd=np.maximum(spread, MIN_SD).tolist(),
+        block=block,
     )
     if val_probs is None or len(val_probs) == 0:
         return reference
@@ -80,4 +112,6 @@ def reference_for_export(
     val_probs = None
     if len(data.val.x):
         val_probs = manifest.probabilities(window_logits(ort_session(window_file), data.val.x))
-    return drift_reference(training_readings(data, run_column), val_probs, manifest.n_classes)
+    train, runs = training_readings(data, run_column)
+    block = BLOCK_WINDOWS * manifest.window
+    return drift_reference(train, runs, val_probs, manifest.n_classes, block)

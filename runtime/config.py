@@ -212,18 +212,20 @@ class DriftConfig:
 
     enabled: bool = True  # false: no monitor at all (zero cost per reading)
     interval_s: float = 60.0  # summary on topics.drift and the raise/clear decision this often
-    threshold: float = 0.25  # a device drifts when its largest feature PSI stays above this...
-    clear_threshold: float = 0.1  # ... and stops when it stays below this ...
+    # a device drifts when its largest feature mean shift (in spreads of the training runs'
+    # block means, runtime/drift.py) stays above this ...
+    threshold: float = 4.0
+    clear_threshold: float = 3.0  # ... and stops when it stays below this ...
     for_s: float = 300.0  # ... for this long (checked every interval_s)
     min_readings: float = 500.0  # weighted readings a device needs before it is judged
     half_life_s: float = 600.0  # the running statistics forget older readings at this rate
-    top_devices: int = 20  # devices listed in the summary and Prometheus (highest PSI first)
-    top_features: int = 3  # features listed per device (highest PSI first)
+    top_devices: int = 20  # devices listed in the summary and Prometheus (largest shift first)
+    top_features: int = 3  # features listed per device (largest shift first)
 
     def checks(self) -> list[Check]:
         return [
             (self.interval_s > 0, "interval_s", "must be > 0"),
-            (self.threshold > 0, "threshold", "must be > 0 (0.25 is a common PSI alarm level)"),
+            (self.threshold > 0, "threshold", "must be > 0 (a mean shift in training spreads)"),
             (
                 0 <= self.clear_threshold <= self.threshold,
                 "clear_threshold",

@@ -102,13 +102,22 @@ class DriftReference:
     share of readings in each of the E + 1 bins (`bin_index`), with mean and variance. The
     confidence and class figures are the exported window graph's on the validation windows at
     the manifest's temperature: top-probability bin edges and shares, and the share of windows
-    whose top class is each class (empty lists when there were no validation windows)."""
+    whose top class is each class (empty lists when there were no validation windows).
+
+    `block_mean` and `block_sd` are the mean and spread over the training runs' blocks of
+    `block` consecutive readings of each block's mean: what one device's recent mean may
+    look like. The monitor decides on them, not on PSI against the fleet's marginal, which a
+    single device exceeds by nature (it sits at one operating point: the demo's training runs
+    score a median largest-feature PSI of 7.8 against their own split)."""
 
     edges: list[list[float]]  # [F][E]
     share: list[list[float]]  # [F][E + 1]
     mean: list[float]  # [F]
     var: list[float]  # [F]
     readings: int  # training readings the figures come from
+    block_mean: list[float]  # [F] mean over training blocks of each block's mean
+    block_sd: list[float]  # [F] their standard deviation (> 0)
+    block: int  # readings per block
     confidence_edges: list[float] = field(default_factory=list)  # [K]
     confidence_share: list[float] = field(default_factory=list)  # [K + 1]
     class_share: list[float] = field(default_factory=list)  # [C]
@@ -136,6 +145,12 @@ class DriftReference:
             raise ManifestError(f"{where}: edges, mean and var must be finite{fix}")
         if np.any(np.diff(edges, axis=1) < 0) or any(v < 0 for v in self.var):
             raise ManifestError(f"{where}: edges must be non-decreasing and var >= 0{fix}")
+        if len(self.block_mean) != n_features or len(self.block_sd) != n_features:
+            raise ManifestError(f"{where}.block_mean and .block_sd need {n_features} values{fix}")
+        if not (_finite(self.block_mean) and _finite(self.block_sd)) or self.block < 1:
+            raise ManifestError(f"{where}: block figures must be finite, block >= 1{fix}")
+        if any(v <= 0 for v in self.block_sd):
+            raise ManifestError(f"{where}.block_sd must be > 0{fix}")
         if not all(_share_ok(row) for row in self.share) or self.readings < 1:
             raise ManifestError(f"{where}.share rows must be >= 0 and sum to 1{fix}")
         if self.windows == 0:

@@ -1,4 +1,4 @@
-"""The drift monitor: PSI and its thresholds on hand-made data, the reference export writes, and
+"""The drift monitor: mean shift, PSI and the thresholds on hand-made data, what export writes,
 drift events through a real broker and the outbox (raised once, cleared once, never for a
 steady device; nothing when off or when the folder predates the reference)."""
 
@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from converters.drift_reference import drift_reference, shares, training_readings
+from converters.drift_reference import block_means, drift_reference, shares, training_readings
 from runtime.alerts import alert_id
 from runtime.config import config_from_dict
 from runtime.drift import DriftMonitor, psi
@@ -31,8 +31,8 @@ FAST = {  # seconds, so that a test sees a raise and a clear within a few second
     "for_s": 0.5,
     "half_life_s": 0.4,
     "min_readings": 100,
-    "threshold": 0.5,
-    "clear_threshold": 0.2,
+    "threshold": 4.0,
+    "clear_threshold": 2.0,
 }
 
 
@@ -41,6 +41,7 @@ def _manifest(n_features: int = 3, seed: int = 0) -> Manifest:
     normalized: mean 0, std 1) and made-up validation probabilities."""
     rng = np.random.default_rng(seed)
     train = rng.standard_normal((20_000, n_features))
+    runs = np.repeat([f"run-{i}" for i in range(20)], 1_000)
     val = rng.dirichlet([4.0, 1.0, 1.0], size=400)
     return Manifest(
         model_name="m",
@@ -52,7 +53,7 @@ def _manifest(n_features: int = 3, seed: int = 0) -> Manifest:
         classes=["normal", "a", "b"],
         window=10,
         hop=10,
-        drift_reference=drift_reference(train, val, 3),
+        drift_reference=drift_reference(train, runs, val, 3, block=200),
     )
 
 
@@ -96,13 +97,15 @@ def test_a_shifted_device_raises_after_for_s_and_clears_the_same_way() -> None:
     interval(0.0)  # 400 steady readings each: both judged from here on
     first = interval(3.0)
     assert not events, "raised before for_s had passed"
-    assert first["top"][0]["device_id"] == "moving" and first["top"][0]["max_psi"] > 0.5
+    assert first["top"][0]["device_id"] == "moving" and first["top"][0]["max_shift"] > 4.0
+    assert first["top"][0]["features"]["f0"]["psi"] > 0.5  # reported beside the shift
     assert first["top"][0]["features"]["f0"]["mean"] > 1.0  # the shifted feature is listed first
     for _ in range(3):
         interval(3.0)
     assert [(d, e) for _, d, e, _ in events] == [("moving", "raised")]
     raised = events[0][3]
-    assert raised["feature"] == "f0" and raised["value"] > 0.5 and raised["kind"] == "drift"
+    assert raised["feature"] == "f0" and raised["value"] > 4.0 and raised["kind"] == "drift"
+    assert raised["statistic"] == "max_mean_shift" and raised["shift"]["f0"] == raised["value"]
     assert type(raised["since"]) is float  # alert_id keys on its repr
     assert raised["alert_id"] == alert_id("gateway", "moving", "drift", "raised", raised["since"])
     summary = interval(3.0)
@@ -120,6 +123,21 @@ def test_a_device_with_few_readings_is_not_judged() -> None:
         summary, events = monitor.evaluate(step * 1.0)
         assert not events
     assert summary["judged"] == 0 and summary["top"][0]["judged"] is False
+
+
+def test_one_operating_point_is_not_drift_however_large_its_psi() -> None:
+    """A device that stays at one value the training runs visit: PSI against the split's
+    marginal is large (its readings fill one bin), yet its mean lies inside the training
+    blocks' spread, so it is not drifting (the demo's normal devices behave like this)."""
+    manifest = _manifest(seed=3)
+    monitor = _monitor(manifest, min_readings=1)
+    rng = np.random.default_rng(4)
+    for step in range(10):
+        monitor.observe([("one-point", 0.05 + 0.01 * rng.standard_normal((400, 3)))])
+        summary, events = monitor.evaluate(step * FAST["interval_s"])
+        assert not events
+    top = summary["top"][0]
+    assert top["features"]["f0"]["psi"] > 1.0 and top["max_shift"] < FAST["clear_threshold"]
 
 
 def test_the_pool_grows_past_its_first_slots_and_forgets_evicted_devices() -> None:
@@ -193,14 +211,19 @@ def test_the_exported_reference_matches_its_training_readings(
     assert ref.windows > 0 and len(ref.class_share) == manifest.n_classes
     assert sum(ref.confidence_share) == pytest.approx(1.0)
     data = prepare_data(tiny_config)
-    z = training_readings(data, tiny_config.data.run_column)
-    assert ref.readings == len(z)
+    z, runs = training_readings(data, tiny_config.data.run_column)
+    assert ref.readings == len(z) and ref.block == 5 * manifest.window
+    blocks = block_means(z, runs, ref.block)
+    np.testing.assert_allclose(ref.block_mean, blocks.mean(axis=0), atol=1e-9)
+    np.testing.assert_allclose(ref.block_sd, blocks.std(axis=0, ddof=1), atol=1e-9)
     np.testing.assert_allclose(shares(z, np.asarray(ref.edges)), ref.share, atol=1e-12)
     raw = z * np.asarray(manifest.norm_std) + np.asarray(manifest.norm_mean)
     monitor = _monitor(manifest, min_readings=1)
     monitor.observe([("train", raw)])
     summary, _ = monitor.evaluate(1.0)
-    assert summary["top"][0]["max_psi"] < 1e-3
+    top = summary["top"][0]
+    assert all(f["psi"] < 1e-3 for f in top["features"].values())
+    assert top["max_shift"] < 1.0  # the pooled readings' mean is the blocks' mean
     # an old folder (no reference) still loads
     old = manifest.to_dict()
     del old["drift_reference"]
@@ -242,7 +265,7 @@ def _training_readings(tiny_config, manifest: Manifest) -> np.ndarray:
     """The training split's raw readings: what a steady device sends."""
     from edge_lstm.data.prepare import prepare_data
 
-    z = training_readings(prepare_data(tiny_config), tiny_config.data.run_column)
+    z, _ = training_readings(prepare_data(tiny_config), tiny_config.data.run_column)
     return z * np.asarray(manifest.norm_std) + np.asarray(manifest.norm_mean)
 
 
