@@ -26,27 +26,48 @@ class DriftSeen:
         return [e for e in self.events if e["device_id"] == device_id and e["event"] == "raised"]
 
 
-def _event_row(e: dict[str, Any], started: float) -> list[str]:
+EVENT_HEADER = [
+    "device",
+    "run class",
+    "event",
+    "s after start",
+    "worst feature",
+    "shift",
+    "PSI",
+    "alert_id",
+]
+
+
+def _event_row(e: dict[str, Any], started: float, run_class: dict[str, str]) -> list[str]:
     return [
         e["device_id"],
+        run_class.get(e["device_id"], "injected drift"),
         e["event"],
         num(e["published_at"] - started, ".1f"),
         e["feature"],
-        num(e["value"], ".2f"),
+        num(e["value"], ".1f"),
+        num((e.get("psi") or {}).get(e["feature"]), ".2f"),
         e["alert_id"],
     ]
 
 
-def drift_section(drifting: dict[str, Any] | None, seen: DriftSeen, started: float) -> list[str]:
-    """Section 4b: the drifting device's events, the other devices' events, the fleet's
-    confidence and class mix against validation at the end of the replay."""
+def drift_section(
+    drifting: dict[str, Any] | None,
+    seen: DriftSeen,
+    started: float,
+    run_class: dict[str, str],
+) -> list[str]:
+    """Section 4b: the drifting device's events, the other devices' events (with each run's
+    true class, `run_class`), the fleet's confidence and class mix against validation at the
+    end of the replay."""
     if drifting is None and not seen.events and not seen.summaries:
         return []
     lines = ["## 4b. Drift monitor", ""]
     if drifting is not None:
         raised = seen.raised(drifting["device_id"])
         verdict = (
-            f"raised a drift event on `{raised[0]['feature']}` (PSI {raised[0]['value']:.2f}) "
+            f"raised a drift event on `{raised[0]['feature']}` (mean shift "
+            f"{raised[0]['value']:.1f} training spreads) "
             f"{raised[0]['published_at'] - started:.1f} s after the replay began"
             if raised
             else "raised **no** drift event"
@@ -60,18 +81,22 @@ def drift_section(drifting: dict[str, Any] | None, seen: DriftSeen, started: flo
         ]
     others = [e for e in seen.events if drifting is None or e["device_id"] != drifting["device_id"]]
     others_raised = sorted({e["device_id"] for e in others if e["event"] == "raised"})
+    normal_raised = [d for d in others_raised if run_class.get(d) == "normal"]
+    listed = ", ".join(f"`{d}` ({run_class.get(d, '?')})" for d in others_raised)
     lines.append(
         f"Other devices with a drift event: {len(others_raised)}"
-        + (f" ({', '.join(f'`{d}`' for d in others_raised)})" if others_raised else "")
-        + ". A fault moves a device's inputs too, so fault runs may drift as well; the monitor "
-        "compares each device's recent readings with the training readings of every class."
+        + (f" ({listed})" if others_raised else "")
+        + f", of which {len(normal_raised)} on a normal run. A fault that moves a sensor (stuck, "
+        "drifting) is input drift too. The decision is the largest feature mean shift against "
+        "the spread of the training runs' block means (runtime/drift.py); PSI against the "
+        "training split is shown beside it."
     )
     if seen.events:
         lines += [
             "",
             markdown_table(
-                ["device", "event", "s after start", "worst feature", "PSI", "alert_id"],
-                [_event_row(e, started) for e in seen.events],
+                EVENT_HEADER,
+                [_event_row(e, started, run_class) for e in seen.events],
             ),
         ]
     if seen.summaries:

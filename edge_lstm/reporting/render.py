@@ -353,9 +353,9 @@ def _delay(r: ReportInputs) -> list[str]:
 
 
 def _drift(r: ReportInputs) -> list[str]:
-    return drift_section(
-        r.summary.get("drifting_device"), r.drift, r.summary.get("replay_started_at", 0.0)
-    )
+    run_class = {row.run_id: row.true_class for row in r.rows}
+    started = r.summary.get("replay_started_at", 0.0)
+    return drift_section(r.summary.get("drifting_device"), r.drift, started, run_class)
 
 
 def _latency_row(stage: str, v: dict[str, Any]) -> list[str]:
