@@ -18,7 +18,7 @@ class DriftSeen:
 
     @classmethod
     def split(cls, payloads: list[dict[str, Any]]) -> DriftSeen:
-        events = [p for p in payloads if isinstance(p, dict) and "event" in p]
+        events = [p for p in payloads if isinstance(p, dict) and {"event", "device_id"} <= p.keys()]
         summaries = [p for p in payloads if isinstance(p, dict) and "top" in p]
         return cls(events, summaries)
 

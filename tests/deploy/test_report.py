@@ -151,8 +151,11 @@ def test_live_stage_and_report_agree_with_offline(
     assert summary["received"]["window"] == summary["expected_windows"] > 0
     assert summary["broker"] == "mosquitto"
 
+    drifting = summary["drifting_device"]  # a normal run replayed once more, a sensor drifting
+    assert drifting is not None and drifting["device_id"] == f"drift-{drifting['run_id']}"
     last_stats = json.loads((runs / "live/stats.jsonl").read_text().splitlines()[-1])
-    assert last_stats["payload"]["counters"]["windows"] == summary["expected_windows"]
+    served = summary["expected_windows"] + drifting["windows"]
+    assert last_stats["payload"]["counters"]["windows"] == served
 
     report = write_report(runs)
     text = report.read_text()
@@ -169,6 +172,8 @@ def test_live_stage_and_report_agree_with_offline(
     assert (runs / "latency.png").is_file()
     for heading in ("## 1. Pipeline", "## 2. The live gateway", "## 4. Detection delay"):
         assert heading in text
+    assert "## 4b. Drift monitor" in text and f"`{drifting['device_id']}`" in text
+    assert (runs / "live" / "drift.jsonl").is_file()
 
 
 def test_the_report_says_how_each_training_run_ended(tmp_path: Path) -> None:
