@@ -51,7 +51,8 @@ Bounded output: the summary on `topics.drift` lists the `top_devices` devices wi
 shift (drifting ones first), each with its `top_features` features; Prometheus carries
 `edgelstm_drift_shift{device, feature}` and `edgelstm_drift_psi{device, feature}` for exactly
 those (at most top_devices x top_features series each), `edgelstm_drift_devices`,
-`edgelstm_confidence_psi`, `edgelstm_class_psi` and `edgelstm_class_share{class}`. Counters `drift_raised` and `drift_cleared` are in the stats.
+`edgelstm_confidence_psi`, `edgelstm_class_psi` and `edgelstm_class_share{class}`. Counters
+`drift_raised` and `drift_cleared` are in the stats.
 
 `drift.enabled: false` or a folder without a reference (exported before it) means no monitor:
 the daemon's hooks then cost one attribute test per drain and round.
