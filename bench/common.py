@@ -20,6 +20,7 @@ from edge_lstm.reporting.gateway_harness import Gateway
 from runtime.manifest import Manifest
 from runtime.mqtt import set_nodelay
 from runtime.replay import load_runs
+from runtime.streams import StreamEngine
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout: bench/ is never installed
 WORKDIR = "bench-runtime"  # under the runs folder: each gateway's config, log and state
@@ -32,6 +33,18 @@ def dataset(runs_dir: Path, manifest: Manifest) -> list[np.ndarray]:
     """Each run's readings (values only, manifest feature order) from the demo data."""
     _, runs = load_runs(runs_dir / "data" / "sensors.parquet", manifest.features)
     return [r.values for r in runs]
+
+
+def unbounded_engine(manifest: Manifest) -> StreamEngine:
+    """A stream engine without queue or batch limits and without counters: the in-process
+    benchmarks time its bookkeeping, not its back-pressure."""
+    return StreamEngine(
+        manifest,
+        sample_period_s=0.1,
+        device_queue=10**6,
+        max_batch=10**6,
+        count=lambda name, n: None,
+    )
 
 
 def cpu_seconds(pid: int) -> float:

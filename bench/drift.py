@@ -23,14 +23,13 @@ from typing import Any
 import numpy as np
 
 from bench import summarize
-from bench.common import dataset
+from bench.common import dataset, unbounded_engine
 from runtime.backends.base import open_backend
 from runtime.config import config_from_dict
 from runtime.drift import DriftMonitor
 from runtime.manifest import Manifest
 from runtime.parse import Readings
 from runtime.stats import Stats
-from runtime.streams import StreamEngine
 
 DEVICES = (100, 1000)
 BASE_TS = 1.7e9
@@ -54,13 +53,7 @@ def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
 def _rounds(
     manifest: Manifest, values: list[np.ndarray], backend: Any, devices: int, rounds: int
 ) -> dict[str, Any]:
-    engine = StreamEngine(
-        manifest,
-        sample_period_s=0.1,
-        device_queue=10**6,
-        max_batch=10**6,
-        count=lambda name, n: None,
-    )
+    engine = unbounded_engine(manifest)
     cfg = config_from_dict({"model_dir": "unused"})
     monitor = DriftMonitor(cfg, manifest, Stats())
     ids = [f"d{d}" for d in range(devices)]

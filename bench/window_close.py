@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 
 from bench import summarize
-from bench.common import dataset
+from bench.common import dataset, unbounded_engine
 from runtime.backends.base import open_backend
 from runtime.manifest import Manifest
 from runtime.parse import Readings
-from runtime.streams import StreamEngine
 
 DEVICES = (1, 1000)
 BASE_TS = 1.7e9
@@ -53,13 +52,7 @@ def _closes(
 ) -> dict[str, Any]:
     """Feeds `devices` devices reading by reading, timing each round that closes windows and
     the window graph on the same closing windows."""
-    engine = StreamEngine(
-        manifest,
-        sample_period_s=0.1,
-        device_queue=10**6,
-        max_batch=10**6,
-        count=lambda name, n: None,
-    )
+    engine = unbounded_engine(manifest)
     mean = np.asarray(manifest.norm_mean, np.float32)
     std = np.asarray(manifest.norm_std, np.float32)
     history: dict[int, list[np.ndarray]] = {d: [] for d in range(devices)}

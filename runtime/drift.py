@@ -91,6 +91,22 @@ def psi(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class Judgement:
+    """One evaluation over the tracked devices: their ids and pool slots, weighted readings,
+    scores, each device's largest shift and whether it has enough readings to be judged."""
+
+    ids: list[str]
+    slots: np.ndarray
+    weights: np.ndarray
+    scores: Scores
+    worst: np.ndarray
+    judged: np.ndarray
+
+    def unpack(self) -> tuple[list[str], np.ndarray, np.ndarray, Scores, np.ndarray, np.ndarray]:
+        return self.ids, self.slots, self.weights, self.scores, self.worst, self.judged
+
+
+@dataclass
 class Scores:
     """Per device and feature [D, F] (or one device's [F]): the mean shift the monitor decides
     on, in training block spreads, and the PSI it reports."""
@@ -242,9 +258,9 @@ class DriftMonitor:
         mean = self.sums[slots] / np.maximum(weights, 1e-12)[:, None]
         scores = Scores(np.abs(mean - self.block_mean) / self.block_sd, psi(shares, self.reference))
         worst = scores.shift.max(axis=1, initial=0.0)
-        judged = weights >= self.drift.min_readings
-        events = self._transitions(ids, slots, worst, scores, judged, weights, now)
-        summary = self._summary(ids, slots, worst, scores, judged, weights)
+        j = Judgement(ids, slots, weights, scores, worst, weights >= self.drift.min_readings)
+        events = self._transitions(j, now)
+        summary = self._summary(j)
         for array in (self.counts, self.sums, self.squares, self.weights):
             array *= self.decay
         for histogram in (self.confidence, self.classes):
@@ -252,17 +268,9 @@ class DriftMonitor:
                 histogram.counts *= self.decay
         return summary, events
 
-    def _transitions(
-        self,
-        ids: list[str],
-        slots: np.ndarray,
-        worst: np.ndarray,
-        scores: Scores,
-        judged: np.ndarray,
-        weights: np.ndarray,
-        now: float,
-    ) -> list[tuple[str, dict[str, Any]]]:
+    def _transitions(self, j: Judgement, now: float) -> list[tuple[str, dict[str, Any]]]:
         """Starts or stops the clock of each device's pending change; returns due events."""
+        ids, slots, weights, scores, worst, judged = j.unpack()
         drifting = self.drifting[slots]
         wants = judged & np.where(
             drifting, worst < self.drift.clear_threshold, worst > self.drift.threshold
@@ -308,15 +316,8 @@ class DriftMonitor:
             "alert_id": alert_id(self.cfg.gateway_id, device_id, "drift", kind, started),
         }
 
-    def _summary(
-        self,
-        ids: list[str],
-        slots: np.ndarray,
-        worst: np.ndarray,
-        scores: Scores,
-        judged: np.ndarray,
-        weights: np.ndarray,
-    ) -> dict[str, Any]:
+    def _summary(self, j: Judgement) -> dict[str, Any]:
+        ids, slots, weights, scores, worst, judged = j.unpack()
         drifting = self.drifting[slots]
         order = np.lexsort((-np.where(judged, worst, -1.0), ~drifting))[: self.drift.top_devices]
         mean = self.sums[slots] / np.maximum(weights, 1e-12)[:, None]
@@ -345,13 +346,10 @@ class DriftMonitor:
                     },
                 }
             )
-            keys = [(ids[i], self.features[f]) for f in features]
-            psi_samples += [
-                (k, float(scores.psi[i, f])) for k, f in zip(keys, features, strict=True)
-            ]
-            shift_samples += [
-                (k, float(scores.shift[i, f])) for k, f in zip(keys, features, strict=True)
-            ]
+            for f in features:
+                key = (ids[i], self.features[f])
+                psi_samples.append((key, float(scores.psi[i, f])))
+                shift_samples.append((key, float(scores.shift[i, f])))
         count = int(drifting.sum())
         stats = self.stats
         stats.labelled_gauge(
