@@ -149,11 +149,11 @@ def start_prometheus(stats: Stats, port: int) -> None:
     """Serves the stats on http://127.0.0.1:port/metrics (needs prometheus-client): counters,
     gauges, and each latency stage as a Summary in seconds by the usual convention
     (`{quantile="0.5"}` over the recent samples, `_count` and `_sum` since start), and the
-    labelled gauges (drift, backend). CPU and RSS are prometheus-client's own process
-    collector's (`process_cpu_seconds_total`, `process_resident_memory_bytes`), registered in
-    the default registry on Linux, so they are not repeated here."""
-    from prometheus_client import start_http_server
-    from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
+    labelled gauges and counters (drift, backend, feedback). CPU and RSS are prometheus-client's
+    own process collector's (`process_cpu_seconds_total`, `process_resident_memory_bytes`).
+    Each server has its own registry, so two services in one process (tests) do not collide."""
+    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
     class _Collector:
         def collect(self):
@@ -165,19 +165,20 @@ def start_prometheus(stats: Stats, port: int) -> None:
                 yield GaugeMetricFamily(f"edgelstm_{name}", f"current {name}", value=value)
             for stage in STAGES:
                 yield from _latency_families(stats, stage, Metric, GaugeMetricFamily)
-            for name, (doc, labels, samples) in list(stats.labelled.items()):
-                family = GaugeMetricFamily(f"edgelstm_{name}", doc, labels=labels)
-                for values, value in samples:
-                    family.add_metric(values, value)
-                yield family
-            for name, (doc, labels, samples) in list(stats.labelled_counters.items()):
-                counter = CounterMetricFamily(f"edgelstm_{name}", doc, labels=labels)
-                for values, value in samples:
-                    counter.add_metric(values, value)
-                yield counter
+            for kind, labelled in (
+                (GaugeMetricFamily, stats.labelled),
+                (CounterMetricFamily, stats.labelled_counters),
+            ):
+                for name, (doc, labels, samples) in list(labelled.items()):
+                    family = kind(f"edgelstm_{name}", doc, labels=labels)
+                    for values, value in samples:
+                        family.add_metric(values, value)
+                    yield family
 
-    REGISTRY.register(_Collector())
-    start_http_server(port, addr="127.0.0.1")
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    registry.register(_Collector())
+    start_http_server(port, addr="127.0.0.1", registry=registry)
 
 
 def _latency_families(stats: Stats, stage: str, metric: type, gauge: type):
