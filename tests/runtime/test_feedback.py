@@ -229,7 +229,7 @@ def test_stored_verdicts_survive_a_restart_and_are_not_redelivered(
     deploy = deploy_dir("gru", None)
     manifest = Manifest.load(deploy)
     runs = select_runs(tiny_data, manifest, count=2, length=30)
-    config = _feedback_config(tmp_path, deploy, broker, None)  # one registry per process
+    config = _feedback_config(tmp_path, deploy, broker, None)
     service = InProcessService(config)
     verdicts = Replayer(broker.host, broker.port, topic="edgelstm/test/feedback/{device_id}", qos=1)
     try:
