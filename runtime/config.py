@@ -363,6 +363,9 @@ class GatewayConfig:
     max_payload_bytes: int = 65_536
     stats_interval_s: float = 10.0
     prometheus_port: int | None = None
+    # where /metrics listens: loopback by default; 0.0.0.0 (or the LAN address) lets a central
+    # Prometheus scrape the gateway (open the port in the firewall only to that server)
+    prometheus_host: str = "127.0.0.1"
     log_every_s: float = 10.0  # bad-input log lines at most once per reason per this period
     source: str = "<config>"
 
@@ -419,6 +422,11 @@ class GatewayConfig:
                 self.prometheus_port is None or 0 < self.prometheus_port < 65536,
                 "prometheus_port",
                 "must be a TCP port or null",
+            ),
+            (
+                bool(self.prometheus_host.strip()),
+                "prometheus_host",
+                "must be an address to listen on (127.0.0.1, 0.0.0.0 or a LAN address)",
             ),
             (self.log_every_s >= 0, "log_every_s", "must be >= 0"),
         ]

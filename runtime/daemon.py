@@ -243,8 +243,13 @@ class Service:
     def run(self) -> int:
         """Serves until SIGTERM/SIGINT; returns the process exit code."""
         if self.cfg.prometheus_port is not None:
-            start_prometheus(self.stats, self.cfg.prometheus_port)
-            log.info("prometheus metrics on http://127.0.0.1:%d/metrics", self.cfg.prometheus_port)
+            cfg = self.cfg
+            start_prometheus(self.stats, cfg.prometheus_port, cfg.prometheus_host)
+            log.info(
+                "prometheus metrics on http://%s:%d/metrics",
+                cfg.prometheus_host,
+                cfg.prometheus_port,
+            )
         self.link.start()
         if self.source is not None:
             self.source.start()

@@ -145,8 +145,8 @@ def log_line(snap: dict[str, Any]) -> str:
 QUANTILES = (0.5, 0.95, 0.99)
 
 
-def start_prometheus(stats: Stats, port: int) -> None:
-    """Serves the stats on http://127.0.0.1:port/metrics (needs prometheus-client): counters,
+def start_prometheus(stats: Stats, port: int, host: str = "127.0.0.1") -> None:
+    """Serves the stats on http://host:port/metrics (needs prometheus-client): counters,
     gauges, and each latency stage as a Summary in seconds by the usual convention
     (`{quantile="0.5"}` over the recent samples, `_count` and `_sum` since start), and the
     labelled gauges and counters (drift, backend, feedback). CPU and RSS are prometheus-client's
@@ -178,7 +178,7 @@ def start_prometheus(stats: Stats, port: int) -> None:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     registry.register(_Collector())
-    start_http_server(port, addr="127.0.0.1", registry=registry)
+    start_http_server(port, addr=host, registry=registry)
 
 
 def _latency_families(stats: Stats, stage: str, metric: type, gauge: type):

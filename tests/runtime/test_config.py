@@ -40,6 +40,7 @@ def test_shipped_example_loads_and_cli_style_overrides_win(tmp_path: Path) -> No
         ({"model_dir": "m", "outbox": {"overflow": "x"}}, "outbox.overflow: must be one of"),
         ({"model_dir": "m", "outbox": {"max_inflight": 70000}}, "wrap at 65535"),
         ({"model_dir": "m", "backend": "tflite"}, "backend: must be one of"),
+        ({"model_dir": "m", "prometheus_host": " "}, "prometheus_host: must be an address"),
     ],
 )
 def test_mistakes_name_the_file_and_key(tmp_path: Path, raw: dict, message: str) -> None:
