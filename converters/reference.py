@@ -14,12 +14,11 @@ from collections.abc import Callable
 import numpy as np
 
 from converters.comparison import ComparisonRow
-from edge_lstm.baselines import BASELINE_NAME, WindowBaseline, fit_window_baseline
+from edge_lstm.baselines import BASELINE_DIR, BASELINE_NAME, WindowBaseline, fit_window_baseline
 from edge_lstm.checkpoint import LoadedCheckpoint
 from edge_lstm.data import PreparedData
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.metrics import compute_metrics
-from edge_lstm.train_teacher import BASELINE_DIR
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge_lstm.baselines.window_gbm import BASELINE_DIR, BASELINE_KEY
 from edge_lstm.checkpoint import meta_for, save_checkpoint
 from edge_lstm.config import Config, config_to_dict
 from edge_lstm.errors import ConfigError
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 
 CURVE_FILE = "training_curve.png"
 METRICS_FILE = "metrics.json"
-BASELINE_DIR = "window-baseline"
-BASELINE_KEY = "baseline_window_gbm"
 SEEDS_DIR = "seeds"
 SEEDS_FILE = "seeds.json"
 SEED_FIGURES = ("accuracy", "macro_f1")

@@ -327,7 +327,8 @@ class Service:
         inbox, engine = self.inbox, self.engine
         generation = self.parsing[1]
         n = stale = 0
-        drift = self.drift
+        drift, feedback = self.drift, self.feedback
+        watched = drift is not None or feedback is not None
         observed: list[tuple[str, Any]] = []  # (device, raw values) for the drift monitor
         while inbox:
             device_id, readings, received, parsed_as = inbox.popleft()
@@ -336,11 +337,13 @@ class Service:
                 stale += len(readings)
                 continue
             engine.add(device_id, readings, received)
-            if self.feedback is not None and device_id in engine.devices:
-                queued = len(engine.devices[device_id].pending)  # readings not stepped yet
-                self.feedback.observe(device_id, readings, queued)
             n += len(readings)
-            if drift is not None and device_id in engine.devices:
+            device = engine.devices.get(device_id) if watched else None  # None: refused
+            if device is None:
+                continue
+            if feedback is not None:
+                feedback.observe(device_id, readings, len(device.pending))  # pending: not stepped
+            if drift is not None:
                 observed.append((device_id, readings.values))
         if drift is not None and observed:
             with self._drift_guard():

@@ -34,6 +34,8 @@ META_FILE = "baseline.json"
 # (docs/ARCHITECTURE.md, "Facts measured"), and a gateway core is one core.
 THREADS = 1
 LATENCY_BATCHES = {"b1": 1, "b256": 256}
+BASELINE_DIR = "window-baseline"  # the folder train-teacher saves the baseline in
+BASELINE_KEY = "baseline_window_gbm"  # its figures' key in the teacher's metrics.json
 _META_KEYS = ("classes", "channels", "window", "seed", "fit_seconds", "sklearn_version")
 
 

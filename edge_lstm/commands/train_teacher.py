@@ -62,15 +62,9 @@ def train_teacher(config_path: Path, out_dir: Path, resume: bool, seeds: int) ->
 
     cfg = load_config(config_path)  # before importing torch: a typo fails in a blink
 
+    from edge_lstm.baselines import BASELINE_DIR, BASELINE_KEY
     from edge_lstm.checkpoint import META_FILE, WEIGHTS_FILE
-    from edge_lstm.train_teacher import (
-        BASELINE_DIR,
-        BASELINE_KEY,
-        CURVE_FILE,
-        METRICS_FILE,
-        SEEDS_DIR,
-        SEEDS_FILE,
-    )
+    from edge_lstm.train_teacher import CURVE_FILE, METRICS_FILE, SEEDS_DIR, SEEDS_FILE
     from edge_lstm.train_teacher import train_teacher as run
     from edge_lstm.training.distributed import is_main_process
 

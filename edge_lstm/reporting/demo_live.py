@@ -23,6 +23,7 @@ from typing import Any
 import click
 import numpy as np
 
+from edge_lstm.data.windows import window_starts
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.local_broker import LocalBroker
 from edge_lstm.options import runs_dir_option
@@ -113,7 +114,7 @@ def _drifting_device(
         return None
     k = manifest.features.index(DRIFT_FEATURE)
     run = drifting_copy(base, k, DRIFT_SIGMAS * manifest.norm_std[k], DRIFT_RAMP)
-    windows = (len(run.ts) - held_out.window) // held_out.stride + 1
+    windows = len(window_starts(len(run.ts), held_out.window, held_out.stride))
     return run, DriftingDevice(run.run_id, base.run_id, DRIFT_FEATURE, DRIFT_SIGMAS, windows)
 
 

@@ -36,7 +36,6 @@ from runtime.config import DebounceConfig, load_gateway_config
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-STORED_BASELINE = "window-baseline"  # the folder train-teacher saves the baseline in
 
 
 @dataclass
@@ -125,9 +124,9 @@ def baseline_figures(
     """The window baseline on the same windows: the one train-teacher stored beside a teacher
     checkpoint (fed the teacher's view of the windows, which it was fitted on), else one fitted
     here on the artifact's training split (fed the split as prepared)."""
-    from edge_lstm.baselines import BASELINE_NAME, WindowBaseline, fit_window_baseline
+    from edge_lstm.baselines import BASELINE_DIR, BASELINE_NAME, WindowBaseline, fit_window_baseline
 
-    stored = Path(predictor.path) / STORED_BASELINE
+    stored = Path(predictor.path) / BASELINE_DIR
     target = prepared.split(split)
     started = time.perf_counter()
     if predictor.kind == "torch" and stored.is_dir():

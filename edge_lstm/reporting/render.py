@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from edge_lstm.baselines.window_gbm import BASELINE_KEY
 from edge_lstm.reporting.detection import RunDetection
 from edge_lstm.reporting.drift_section import DriftSeen, drift_section
 from edge_lstm.reporting.evidence import Scored, evidence_section
 from edge_lstm.reporting.markdown import markdown_table, matrix_table, num
 from edge_lstm.reporting.recordings import LiveWindows
-from edge_lstm.train_teacher import BASELINE_KEY
 from edge_lstm.units import human_size
 
 

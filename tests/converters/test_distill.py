@@ -21,12 +21,11 @@ from converters.distill import distill, teacher_soft_targets
 from converters.reference import NOTES, reference_row
 from converters.search import TARGET_SHARE, Candidate, pareto_front, recommend, search_students
 from converters.seed_study import VERDICTS
-from edge_lstm.baselines import BASELINE_NAME, WindowBaseline, fit_window_baseline
+from edge_lstm.baselines import BASELINE_DIR, BASELINE_NAME, WindowBaseline, fit_window_baseline
 from edge_lstm.checkpoint import load_checkpoint, read_meta
 from edge_lstm.cli import main
 from edge_lstm.data import prepare_data
 from edge_lstm.metrics import compute_metrics
-from edge_lstm.train_teacher import BASELINE_DIR
 from edge_lstm.uncertainty import summarize_seeds
 from tests.conftest import run_cli
 
