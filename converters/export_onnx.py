@@ -41,6 +41,7 @@ from converters.torch_to_onnx import export_step_graph, export_window_graph
 from edge_lstm.calibration import calibration_report, fit_temperature
 from edge_lstm.config import Config, config_from_dict
 from edge_lstm.metrics import softmax
+from edge_lstm.models.window_stats import state_width
 from runtime.errors import ManifestError
 from runtime.manifest import MANIFEST_FILE, Artifact, Manifest
 
@@ -124,6 +125,9 @@ def _new_manifest(meta: Any, ckpt_dir: Path, opset: int) -> Manifest:
         cell=model_cfg["cell"] if student else None,
         layers=int(model_cfg["layers"]) if student else 0,
         hidden_size=int(model_cfg["hidden_size"]) if student else 0,
+        stats_width=state_width(len(meta.features))
+        if student and model_cfg.get("window_stats")
+        else 0,
         sample_period_s=float(meta.sample_period_s),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         provenance={

@@ -38,6 +38,7 @@ def onnx_metadata(manifest: Manifest, graph: str, precision: str = "fp32") -> di
         "cell": manifest.cell or "",
         "layers": str(manifest.layers),
         "hidden_size": str(manifest.hidden_size),
+        "stats_width": str(manifest.stats_width),
         "state_names": json.dumps(list(manifest.state_names)),
     }
 

@@ -115,8 +115,9 @@ def _build(
     set_precision(config, trt, precision, strongly)
     profile = builder.create_optimization_profile()
     profile.set_shape(STEP_INPUT, *((b, manifest.n_features) for b in batches))
-    for name in manifest.state_names:
-        profile.set_shape(name, *(manifest.state_shape(b) for b in batches))
+    shapes = [manifest.state_shapes(b) for b in batches]
+    for k, name in enumerate(manifest.state_names):
+        profile.set_shape(name, *(by_batch[k] for by_batch in shapes))
     config.add_optimization_profile(profile)
     use_timing_cache(config, cache, log, TIMING_CACHE)
     serialized = builder.build_serialized_network(network, config)

@@ -94,6 +94,12 @@ class DataConfig(_Strict):
     normal_class: str = Field("normal", description="label of the no-fault class (index 0)")
     window: int = Field(60, ge=2, le=10_000)
     stride: int = Field(10, ge=1, description="window stride offline and hop when streaming")
+    train_stride: int | None = Field(
+        None,
+        ge=1,
+        description="stride of the training windows only (null = stride): a finer one gives "
+        "more, time-shifted windows from few runs; validation and test keep `stride`",
+    )
     split: SplitConfig = SplitConfig()
     nan_policy: Literal["error", "drop"] = "error"
     class_balance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
@@ -103,6 +109,10 @@ class DataConfig(_Strict):
     def _stride_fits(self) -> DataConfig:
         if self.stride > self.window:
             raise ValueError(f"stride ({self.stride}) must not exceed window ({self.window})")
+        if self.train_stride is not None and self.train_stride > self.window:
+            raise ValueError(
+                f"train_stride ({self.train_stride}) must not exceed window ({self.window})"
+            )
         if self.features is not None and len(set(self.features)) != len(self.features):
             raise ValueError("features lists a column twice")
         keys = list(self.metadata_columns.items())
@@ -134,6 +144,12 @@ class TeacherConfig(_Strict):
     layers: int = Field(2, ge=1, le=8)
     dropout: float = Field(0.2, ge=0, lt=1)
     attention_size: int = Field(64, ge=4, le=4096)
+    window_stats: bool = Field(
+        False, description="feed the head the window's statistics beside the pooled sequence"
+    )
+    relative_input: bool = Field(
+        False, description="the LSTM reads each reading minus the window's first"
+    )
 
 
 class StudentConfig(_Strict):
@@ -144,6 +160,38 @@ class StudentConfig(_Strict):
     layers: int = Field(1, ge=1, le=2)
     head_hidden: int = Field(0, ge=0, le=1024, description="0 = linear head")
     dropout: float = Field(0.0, ge=0, lt=1)
+    window_stats: bool = Field(
+        False,
+        description="feed the head exact running window statistics (mean, std, last − first, "
+        "max, min per channel) beside the hidden state; streamed as a 'stats' state",
+    )
+    relative_input: bool = Field(
+        False,
+        description="the recurrent cell reads each reading minus the window's first (device "
+        "offsets cancel; levels still reach the head through window_stats, which it needs)",
+    )
+
+    @model_validator(mode="after")
+    def _relative_needs_stats(self) -> StudentConfig:
+        if self.relative_input and not self.window_stats:
+            raise ValueError(
+                "relative_input needs window_stats: true (the window's first reading is kept "
+                "in the statistics state, and the levels reach the head only through it)"
+            )
+        return self
+
+
+class AugmentConfig(_Strict):
+    """Per-window random calibration (gain, offset per channel) and reading noise, in units of
+    the channel's training std; 0 = off (edge_lstm.training.augment)."""
+
+    gain: float = Field(0.0, ge=0, le=1, description="std of the per-channel gain around 1")
+    offset: float = Field(0.0, ge=0, le=5, description="std of the per-channel offset")
+    noise: float = Field(0.0, ge=0, le=5, description="std of the per-reading noise")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.gain or self.offset or self.noise)
 
 
 class TrainConfig(_Strict):
@@ -189,6 +237,7 @@ class TrainConfig(_Strict):
         None, gt=0, description="wall-clock safety net (null = off); epochs decide a run"
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads")
+    augment: AugmentConfig = AugmentConfig()
 
 
 class DistillConfig(_Strict):

@@ -30,6 +30,7 @@ WINDOW_INPUT = "x"  # [B, W, F], normalized readings
 STEP_INPUT = "x"  # [B, F], one normalized reading per row
 LOGITS = "logits"  # [B, C]
 STATE_INPUTS = {"gru": ("h",), "lstm": ("h", "c")}  # each [L, B, H]
+STATS_STATE = "stats"  # [1, B, stats_width]: a window_stats student's running statistics
 STATE_OUTPUT_SUFFIX = "_out"  # h -> h_out, c -> c_out
 
 ARTIFACT_KINDS = ("window", "step")
@@ -184,6 +185,8 @@ class Manifest:
     cell: str | None = None  # "gru" / "lstm" for a student
     layers: int = 0
     hidden_size: int = 0
+    # width of the running window-statistics state after h/c (0: the student has none)
+    stats_width: int = 0
     sample_period_s: float | None = None  # median reading period seen in training
     # softmax(logits / temperature) is what the folder serves; fitted on validation windows at
     # export so that a confidence of p is right about p of the time (1.0: folders before it)
@@ -207,18 +210,25 @@ class Manifest:
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        """Step-graph state inputs in order: ('h',) for GRU, ('h', 'c') for LSTM."""
+        """Step-graph state inputs in order: ('h',) for GRU, ('h', 'c') for LSTM, then 'stats'
+        when the student carries running window statistics."""
         if self.cell is None:
             return ()
-        return STATE_INPUTS[self.cell]
+        return STATE_INPUTS[self.cell] + ((STATS_STATE,) if self.stats_width else ())
 
-    def state_shape(self, batch: int) -> tuple[int, int, int]:
-        """Shape of each recurrent state tensor: [layers, batch, hidden]."""
-        return (self.layers, batch, self.hidden_size)
+    def state_shapes(self, batch: int) -> tuple[tuple[int, int, int], ...]:
+        """Shape of each state tensor, in state_names order: [layers, batch, hidden] for h/c,
+        [1, batch, stats_width] for stats. Axis 1 is always the batch."""
+        return tuple(
+            (1, batch, self.stats_width)
+            if name == STATS_STATE
+            else (self.layers, batch, self.hidden_size)
+            for name in self.state_names
+        )
 
     def zero_state(self, batch: int) -> tuple[np.ndarray, ...]:
         """The state every window starts from: zeros, one float32 array per state tensor."""
-        return tuple(np.zeros(self.state_shape(batch), np.float32) for _ in self.state_names)
+        return tuple(np.zeros(shape, np.float32) for shape in self.state_shapes(batch))
 
     @property
     def max_open_windows(self) -> int:
@@ -274,6 +284,11 @@ class Manifest:
                 raise ManifestError(f"cell must be one of {CELLS} for a student, got {self.cell!r}")
             if self.layers < 1 or self.hidden_size < 1:
                 raise ManifestError("a student needs layers >= 1 and hidden_size >= 1")
+            if self.stats_width and (self.stats_width - 1) % self.n_features:
+                raise ManifestError(
+                    f"stats_width must be k·{self.n_features} + 1 (k statistics per feature "
+                    f"and a count), got {self.stats_width}; re-export the folder"
+                )
         for name, art in self.artifacts.items():
             art.validate(name)
         if self.drift_reference is not None:

@@ -45,6 +45,7 @@ from runtime.manifest import Manifest
 from runtime.parse import Readings, Reason
 
 EVICTION_SCAN = 16  # least recently seen devices looked at for one to evict at the cap
+_POOL_CAPACITY = 256  # state slots allocated at start; the pool doubles when they run out
 
 
 @dataclass
@@ -79,8 +80,10 @@ class _Device:
 class _StatePool:
     """Recurrent states of every open window, one slot each, grown by doubling."""
 
-    def __init__(self, n_states: int, layers: int, hidden: int, capacity: int = 256) -> None:
-        self.arrays = [np.zeros((layers, capacity, hidden), np.float32) for _ in range(n_states)]
+    def __init__(self, shapes: tuple[tuple[int, int, int], ...]) -> None:
+        """`shapes`: each state tensor's shape at the first capacity (axis 1 is the slot)."""
+        self.arrays = [np.zeros(shape, np.float32) for shape in shapes]
+        capacity = shapes[0][1]
         self.free = list(range(capacity - 1, -1, -1))
 
     def take(self) -> int:
@@ -103,7 +106,7 @@ class _StatePool:
 
 def compatible(a: Manifest, b: Manifest) -> bool:
     """True when b's step graph can continue a's open windows (same features and state shapes)."""
-    keys = ("features", "window", "hop", "cell", "layers", "hidden_size")
+    keys = ("features", "window", "hop", "cell", "layers", "hidden_size", "stats_width")
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
@@ -138,7 +141,7 @@ class StreamEngine:
         self.mean = np.asarray(manifest.norm_mean, dtype=np.float32)
         self.std = np.asarray(manifest.norm_std, dtype=np.float32)
         self.probabilities = manifest.probabilities  # softmax(logits / the folder's temperature)
-        self.pool = _StatePool(len(manifest.state_names), manifest.layers, manifest.hidden_size)
+        self.pool = _StatePool(manifest.state_shapes(_POOL_CAPACITY))
         # least recently seen first: a message moves its device to the end
         self.devices: collections.OrderedDict[str, _Device] = collections.OrderedDict()
         self.ready: collections.deque[str] = collections.deque()  # devices with pending readings

@@ -9,9 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def tiny_config_for(cfg, cell: str = "gru", layers: int = 1, hidden_size: int | None = None):
-    """`cfg` with the student's cell, layer count and (optionally) width replaced."""
-    update = {"cell": cell, "layers": layers}
+def tiny_config_for(
+    cfg,
+    cell: str = "gru",
+    layers: int = 1,
+    hidden_size: int | None = None,
+    window_stats: bool = False,
+):
+    """`cfg` with the student's cell, layer count, statistics and (optionally) width replaced."""
+    update = {"cell": cell, "layers": layers, "window_stats": window_stats}
     if hidden_size:
         update["hidden_size"] = hidden_size
     student = cfg.student.model_copy(update=update)
@@ -28,6 +34,7 @@ def make_tiny_checkpoint(
     epochs: int = 0,
     data=None,
     hidden_size: int | None = None,
+    window_stats: bool = False,
 ) -> Path:
     """Saves a small teacher or student (trained `epochs` epochs, 0 = random init) with the
     metadata `edgelstm export` needs; returns the checkpoint folder."""
@@ -39,7 +46,7 @@ def make_tiny_checkpoint(
     from edge_lstm.models import build_model, count_parameters, model_config
     from edge_lstm.training.trainer import fit
 
-    cfg = tiny_config_for(cfg, cell, layers, hidden_size)
+    cfg = tiny_config_for(cfg, cell, layers, hidden_size, window_stats)
     data = data if data is not None else prepare_data(cfg)
     torch.manual_seed(0)
     model = build_model(kind, len(data.features), len(data.classes), cfg)
@@ -68,13 +75,20 @@ def make_tiny_checkpoint(
 
 
 def make_tiny_deploy_dir(
-    tmp_dir: Path, cfg, cell: str = "gru", layers: int = 1, hop: int | None = None
+    tmp_dir: Path,
+    cfg,
+    cell: str = "gru",
+    layers: int = 1,
+    hop: int | None = None,
+    window_stats: bool = False,
 ) -> Path:
     """A deployment folder (model.onnx, step.onnx, manifest.json) of an untrained student."""
     from converters.export_onnx import export
 
     tmp_dir = Path(tmp_dir)
-    ckpt = make_tiny_checkpoint(tmp_dir / "checkpoint", cfg, cell=cell, layers=layers, hop=hop)
+    ckpt = make_tiny_checkpoint(
+        tmp_dir / "checkpoint", cfg, cell=cell, layers=layers, hop=hop, window_stats=window_stats
+    )
     deploy = tmp_dir / "deploy"
     export(ckpt, deploy)
     return deploy

@@ -103,11 +103,13 @@ def prepare_data(cfg: Config, data_path: Path | None = None) -> PreparedData:
     codes = pd.Categorical(labels, categories=readings.classes).codes.astype(np.int64)
     ts = frame[readings.timestamp_column].to_numpy(dtype=np.float64)
 
-    window, stride, n_features = cfg.data.window, cfg.data.stride, len(readings.features)
+    window, n_features = cfg.data.window, len(readings.features)
+    strides = {name: cfg.data.stride for name in splits}
+    strides["train"] = cfg.data.train_stride or cfg.data.stride
     sets = {
         name: concat_windows(
             [
-                make_windows(normalized[s:e], codes[s:e], ts[s:e], run, window, stride)
+                make_windows(normalized[s:e], codes[s:e], ts[s:e], run, window, strides[name])
                 for run in runs
                 for s, e in [bounds[run]]
             ],

@@ -3,6 +3,9 @@
 `forward` runs the fast fused nn.GRU/nn.LSTM over a whole window; `step` advances one reading
 with the same weights written as plain gate arithmetic, so a traced `step` exports to a
 loop-free ONNX graph (MatMul/Add/Mul/Sigmoid/Tanh) that every runtime and quantizer handles.
+With `window_stats` the head also sees the window's exact running statistics
+(`window_stats.py`), carried as one more state tensor, "stats"; with `relative_input` the cell
+reads each reading minus the window's first, which that state holds.
 """
 
 from __future__ import annotations
@@ -11,6 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from edge_lstm.config import StudentConfig
+from edge_lstm.models.window_stats import (
+    n_stats_features,
+    step_stats,
+    window_stats,
+    zero_stats_state,
+)
 
 State = tuple[Tensor, ...]
 
@@ -29,14 +38,17 @@ class Student(nn.Module):
             batch_first=True,
             dropout=cfg.dropout if cfg.layers > 1 else 0.0,
         )
+        width = cfg.hidden_size + (n_stats_features(n_features) if cfg.window_stats else 0)
+        # hidden state in [-1, 1] beside statistics on the data's scale: one LayerNorm over both
+        self.head_norm: nn.Module = nn.LayerNorm(width) if cfg.window_stats else nn.Identity()
         if cfg.head_hidden > 0:
             self.head: nn.Module = nn.Sequential(
-                nn.Linear(cfg.hidden_size, cfg.head_hidden),
+                nn.Linear(width, cfg.head_hidden),
                 nn.ReLU(),
                 nn.Linear(cfg.head_hidden, n_classes),
             )
         else:
-            self.head = nn.Linear(cfg.hidden_size, n_classes)
+            self.head = nn.Linear(width, n_classes)
         self._n_features = n_features
         self._n_classes = n_classes
 
@@ -62,23 +74,35 @@ class Student(nn.Module):
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        """Names of the recurrent state tensors, in the order `step` takes and returns them."""
-        return ("h",) if self.cell == "gru" else ("h", "c")
+        """Names of the state tensors, in the order `step` takes and returns them."""
+        names = ("h",) if self.cell == "gru" else ("h", "c")
+        return (*names, "stats") if self.cfg.window_stats else names
+
+    def _logits(self, hidden: Tensor, stats: Tensor | None) -> Tensor:
+        features = hidden if stats is None else torch.cat([hidden, stats], dim=1)
+        return self.head(self.head_norm(features))
 
     def forward(self, x: Tensor) -> Tensor:
         """x[B, W, F] -> logits[B, C] from the last layer's hidden state after the last step."""
-        out, _ = self.rnn(x)
-        return self.head(out[:, -1])
+        out, _ = self.rnn(x - x[:, :1] if self.cfg.relative_input else x)
+        return self._logits(out[:, -1], window_stats(x) if self.cfg.window_stats else None)
 
     def initial_state(self, batch: int) -> State:
-        """Zero state: (h,) for a GRU, (h, c) for an LSTM, each [layers, batch, hidden]."""
+        """Zero state: (h,) for a GRU, (h, c) for an LSTM, each [layers, batch, hidden], then
+        with window_stats a zero 'stats' [1, batch, 5F + 1]."""
         weight = self.rnn.weight_hh_l0
         shape = (self.layers, batch, self.hidden_size)
-        return tuple(weight.new_zeros(shape) for _ in self.state_names)
+        recurrent = tuple(weight.new_zeros(shape) for _ in range(1 if self.cell == "gru" else 2))
+        if self.cfg.window_stats:
+            return (*recurrent, zero_stats_state(self.n_features, batch, weight))
+        return recurrent
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         """Advances every row by one reading x_t[B, F]; returns (logits[B, C], new state)."""
-        inp = x_t
+        stats = stats_state = None
+        if self.cfg.window_stats:
+            stats, stats_state = step_stats(x_t, state[-1])
+        inp = x_t - stats_state[0, :, : self.n_features] if self.cfg.relative_input else x_t
         new_h: list[Tensor] = []
         new_c: list[Tensor] = []
         for k in range(self.layers):
@@ -93,10 +117,17 @@ class Student(nn.Module):
                 new_c.append(c)
             new_h.append(h)
             inp = h
-        logits = self.head(inp)
-        if self.cell == "gru":
-            return logits, (torch.stack(new_h),)
-        return logits, (torch.stack(new_h), torch.stack(new_c))
+        recurrent = (
+            (torch.stack(new_h),)
+            if self.cell == "gru"
+            else (
+                torch.stack(new_h),
+                torch.stack(new_c),
+            )
+        )
+        if stats_state is None:
+            return self._logits(inp, None), recurrent
+        return self._logits(inp, stats), (*recurrent, stats_state)
 
 
 def _gru_cell(

@@ -1,7 +1,8 @@
 """The offline teacher: a bidirectional LSTM with additive attention pooling over time.
 
 It sees the whole window in both directions, which makes it accurate but not streamable;
-its soft targets train the causal student.
+its soft targets train the causal student. With `window_stats` its head also gets the window's
+statistics (`window_stats.py`), as the student's can.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from edge_lstm.config import TeacherConfig
+from edge_lstm.models.window_stats import n_stats_features, window_stats
 
 
 class AttentionPooling(nn.Module):
@@ -30,7 +32,7 @@ class AttentionPooling(nn.Module):
 
 
 class Teacher(nn.Module):
-    """BiLSTM → LayerNorm → attention pooling → LayerNorm → dropout → linear head."""
+    """BiLSTM → LayerNorm → attention pooling → LayerNorm (+ window statistics) → dropout → head."""
 
     def __init__(self, n_features: int, n_classes: int, cfg: TeacherConfig) -> None:
         super().__init__()
@@ -50,6 +52,10 @@ class Teacher(nn.Module):
         self.attention = AttentionPooling(width, cfg.attention_size)
         self.pooled_norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.stats_norm: nn.Module | None = None
+        if cfg.window_stats:
+            self.stats_norm = nn.LayerNorm(n_stats_features(n_features))
+            width += n_stats_features(n_features)
         self.head = nn.Linear(width, n_classes)
         self._init_lstm()
 
@@ -80,7 +86,7 @@ class Teacher(nn.Module):
 
     def _sequence(self, x: Tensor) -> Tensor:
         """x[B, W, F] -> the normalized BiLSTM states[B, W, 2H] that attention pools."""
-        seq, _ = self.lstm(x)
+        seq, _ = self.lstm(x - x[:, :1] if self.cfg.relative_input else x)
         return self.seq_norm(seq)
 
     def attention_weights(self, x: Tensor) -> Tensor:
@@ -89,5 +95,7 @@ class Teacher(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x[B, W, F] -> logits[B, C]."""
-        pooled = self.attention(self._sequence(x))
-        return self.head(self.dropout(self.pooled_norm(pooled)))
+        pooled = self.pooled_norm(self.attention(self._sequence(x)))
+        if self.stats_norm is not None:
+            pooled = torch.cat([pooled, self.stats_norm(window_stats(x))], dim=1)
+        return self.head(self.dropout(pooled))

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from edge_lstm.config import TrainConfig
 from edge_lstm.errors import ConfigError, EdgeLstmError
 from edge_lstm.training import state as train_state
+from edge_lstm.training.augment import augment
 from edge_lstm.training.distributed import (
     DistContext,
     all_reduce_sum,
@@ -494,7 +495,7 @@ def _train_epoch(run: _Training, cfg: TrainConfig, desc: str) -> tuple[float, fl
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
     bar = tqdm(run.loader, desc=desc, leave=False, unit="batch", disable=not ctx.is_main)
     for batch in bar:
-        x, y = batch[0].to(ctx.device), batch[1].to(ctx.device)
+        x, y = augment(batch[0].to(ctx.device), cfg.augment), batch[1].to(ctx.device)
         soft = batch[2].to(ctx.device) if len(batch) > 2 else None
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(

@@ -8,7 +8,7 @@ import pytest
 from edge_lstm.config import load_config
 from edge_lstm.data import Normalization, prepare_data
 from edge_lstm.data.split import SPLITS, run_class, split_runs
-from edge_lstm.errors import DataError
+from edge_lstm.errors import ConfigError, DataError
 from tests.conftest import write_config
 
 
@@ -72,6 +72,26 @@ def test_same_seed_same_data_other_seed_other_split(tiny_config, prepared, tmp_p
     np.testing.assert_array_equal(again.train.x, prepared.train.x)
     other = load_config(write_config(tmp_path / "c.yaml", tiny_config.data.path, data={"seed": 5}))
     assert prepare_data(other).split_runs != prepared.split_runs
+
+
+def test_train_stride_refines_only_the_training_windows(tiny_config, prepared, tmp_path):
+    stride = tiny_config.data.stride
+    finer = load_config(
+        write_config(tmp_path / "c.yaml", tiny_config.data.path, data={"train_stride": 1})
+    )
+    data = prepare_data(finer)
+    assert data.split_runs == prepared.split_runs
+    np.testing.assert_array_equal(data.val.x, prepared.val.x)
+    np.testing.assert_array_equal(data.test.x, prepared.test.x)
+    assert len(data.train) > (stride - 1) * len(prepared.train)
+    # the coarse windows are among the fine ones, in the same order: every stride-th of a run
+    run = prepared.train.run_ids[0]
+    fine = data.train.x[data.train.run_ids == run]
+    np.testing.assert_array_equal(fine[::stride], prepared.train.x[prepared.train.run_ids == run])
+    np.testing.assert_array_equal(data.normalization.mean, prepared.normalization.mean)
+    too_coarse = write_config(tmp_path / "d.yaml", tiny_config.data.path, data={"train_stride": 99})
+    with pytest.raises(ConfigError, match="train_stride"):
+        load_config(too_coarse)
 
 
 def test_class_weights_are_inverse_frequency(prepared):

@@ -12,16 +12,19 @@ from edge_lstm.local_broker import LocalBroker, find_mosquitto
 
 @pytest.fixture(scope="session")
 def deploy_dir(tiny_config, tmp_path_factory: pytest.TempPathFactory):
-    """deploy_dir(cell, hop) -> a deployment folder of an untrained tiny student (cached)."""
+    """deploy_dir(cell, hop, window_stats) -> a deployment folder of an untrained tiny student
+    (cached)."""
     from tests.helpers_deploy import make_tiny_deploy_dir
 
-    made: dict[tuple[str, int | None], Path] = {}
+    made: dict[tuple[str, int | None, bool], Path] = {}
 
-    def get(cell: str = "gru", hop: int | None = None) -> Path:
-        key = (cell, hop)
+    def get(cell: str = "gru", hop: int | None = None, window_stats: bool = False) -> Path:
+        key = (cell, hop, window_stats)
         if key not in made:
-            folder = tmp_path_factory.mktemp(f"deploy-{cell}-{hop}")
-            made[key] = make_tiny_deploy_dir(folder, tiny_config, cell=cell, hop=hop)
+            folder = tmp_path_factory.mktemp(f"deploy-{cell}-{hop}-{int(window_stats)}")
+            made[key] = make_tiny_deploy_dir(
+                folder, tiny_config, cell=cell, hop=hop, window_stats=window_stats
+            )
         return made[key]
 
     return get

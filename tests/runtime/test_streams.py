@@ -44,11 +44,22 @@ def run_engine(deploy, runs, max_batch: int = 64, **limits):
 
 
 @pytest.mark.parametrize(
-    ("cell", "hop"), [("gru", None), ("gru", 20), ("lstm", None), ("lstm", 20)]
+    ("cell", "hop", "window_stats"),
+    [
+        ("gru", None, False),
+        ("gru", 20, False),
+        ("lstm", None, False),
+        ("lstm", 20, False),
+        ("gru", None, True),
+        ("lstm", 20, True),
+    ],
 )
-def test_streaming_equals_window_graph(deploy_dir, tiny_data, cell: str, hop: int | None) -> None:
-    deploy = deploy_dir(cell, hop)
+def test_streaming_equals_window_graph(
+    deploy_dir, tiny_data, cell: str, hop: int | None, window_stats: bool
+) -> None:
+    deploy = deploy_dir(cell, hop, window_stats)
     manifest = Manifest.load(deploy)
+    assert ("stats" in manifest.state_names) is window_stats
     runs = select_runs(tiny_data, manifest, count=5, length=93)
     engine, results, counts, max_rows = run_engine(deploy, runs, max_batch=17)
     reference = offline_windows(deploy, runs)
