@@ -87,18 +87,36 @@ def close(client: mqtt.Client) -> None:
     client.loop_stop()
 
 
-def start_gateway(workdir: Path, deploy: Path, broker: LocalBroker, **sections: Any) -> Gateway:
-    """`edgelstm serve` on `deploy` (gateway id `bench`, readings at QoS 0), recorded at QoS 0,
-    once online and its first stats snapshot arrived; `sections` add to the config."""
+PROTOCOLS = (5, 311)  # broker.protocol values the gateway benchmarks run the runtime with
+
+
+def gateway_id(protocol: int = 5) -> str:
+    """`bench` for the default protocol, `bench-v311` for MQTT 3.1.1: two gateways may run at
+    once, each with its own alerts, stats and status."""
+    return GATEWAY_ID if protocol == 5 else f"{GATEWAY_ID}-v{protocol}"
+
+
+def sensor_topic(protocol: int = 5) -> str:
+    """The readings' topic template of the gateway of `protocol` (TOPIC for the default)."""
+    return TOPIC if protocol == 5 else f"sensors-v{protocol}/{{}}/data"
+
+
+def start_gateway(
+    workdir: Path, deploy: Path, broker: LocalBroker, protocol: int = 5, **sections: Any
+) -> Gateway:
+    """`edgelstm serve` on `deploy` (gateway id `gateway_id(protocol)`, readings on
+    `sensor_topic(protocol)` at QoS 0, `broker.protocol: protocol`), recorded at QoS 0, once
+    online and its first stats snapshot arrived; `sections` add to the config."""
     gateway = Gateway(
         workdir,
         deploy,
         broker.host,
         broker.port,
-        gateway_id=GATEWAY_ID,
+        gateway_id=gateway_id(protocol),
         qos=0,
         online_timeout_s=START_TIMEOUT_S,
-        topics={"sensor_qos": 0},
+        broker={"protocol": protocol},
+        topics={"sensor_qos": 0, "sensors": sensor_topic(protocol).format("+")},
         log_every_s=60.0,
         **sections,
     )

@@ -9,6 +9,9 @@ Beside them, what bounds the figure here: how busy all cores were while publishi
 (`machine_busy_share`, 1.0 = every core; the gateway shares them with the broker, the publisher
 and the subscriber) and the gateway's CPU per reading.
 
+Each point runs twice: the runtime on MQTT v5 (`devices_N`, the default protocol) and with
+`broker.protocol: 311` (`devices_N_v311`), each against its own bare hop in the same run.
+
     python -m bench.latency [--runs runs/demo] [--quick]  # -> bench/latency.json
 """
 
@@ -28,16 +31,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench import summarize
 from bench.common import (
-    GATEWAY_ID,
-    TOPIC,
+    PROTOCOLS,
     WORKDIR,
     busy_share,
     close,
     cpu_seconds,
     dataset,
     flush,
+    gateway_id,
     machine_cpu,
     publisher,
+    sensor_topic,
     start_gateway,
 )
 from edge_lstm.local_broker import LocalBroker
@@ -56,29 +60,58 @@ SETTLE_S = 60.0  # at most this long for late results of a saturated runtime
 KEYS = ("p50", "p90", "p99", "max")
 
 
-def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
-    """The 1,000 x 10 Hz point of the issue, and a 200 x 10 Hz point below saturation."""
-    return {f"devices_{n}": _point(Path(runs_dir), quick, n) for n in DEVICES}
+def run(
+    runs_dir: Path,
+    quick: bool = False,
+    devices: tuple[int, ...] = DEVICES,
+    extra_s: float | None = None,
+    rounds: int | None = None,
+) -> dict[str, Any]:
+    """The 1,000 x 10 Hz point of the issue and a 200 x 10 Hz point below saturation, each
+    with the runtime on MQTT v5 (`devices_N`) and on 3.1.1 (`devices_N_v311`). A round
+    publishes a window's worth of readings plus `extra_s` seconds (10; quick: 4), 3 rounds
+    (quick: 1); `devices`, `extra_s` and `rounds` override them (a smoke test)."""
+    out: dict[str, Any] = {}
+    for n in devices:
+        for protocol in PROTOCOLS:
+            key = f"devices_{n}" if protocol == 5 else f"devices_{n}_v{protocol}"
+            out[key] = _point(Path(runs_dir), quick, n, protocol, extra_s, rounds)
+    return out
 
 
-def _point(runs_dir: Path, quick: bool, devices: int) -> dict[str, Any]:
+def _point(
+    runs_dir: Path,
+    quick: bool,
+    devices: int,
+    protocol: int = 5,
+    extra_s: float | None = None,
+    rounds: int | None = None,
+) -> dict[str, Any]:
     deploy = runs_dir / "deploy"
     manifest = Manifest.load(deploy)
-    seconds = manifest.window / RATE_HZ + (4 if quick else 10)
+    seconds = manifest.window / RATE_HZ + (extra_s if extra_s is not None else 4 if quick else 10)
     results = []
     with LocalBroker() as broker:
-        for r in range(1 if quick else 3):
-            workdir = runs_dir / WORKDIR / f"latency-{devices}-{r}"
+        for r in range(rounds or (1 if quick else 3)):
+            workdir = runs_dir / WORKDIR / f"latency-{devices}-v{protocol}-{r}"
             gateway = start_gateway(
-                workdir, deploy, broker, stats_interval_s=1.0, debounce={"emit": "all"}
+                workdir,
+                deploy,
+                broker,
+                protocol=protocol,
+                stats_interval_s=1.0,
+                debounce={"emit": "all"},
             )
             try:
-                results.append(_round(broker, runs_dir, manifest, devices, seconds, gateway))
+                results.append(
+                    _round(broker, runs_dir, manifest, devices, seconds, gateway, protocol)
+                )
             finally:
                 gateway.stop()
-            log.info("latency %d devices, round %d: %s", devices, r, results[-1])
+            log.info("latency %d devices, v%d, round %d: %s", devices, protocol, r, results[-1])
     return {
         "devices": devices,
+        "protocol": protocol,  # the runtime's broker.protocol
         "rate_hz_per_device": RATE_HZ,
         "payload": "binary, one reading per message",
         "seconds_per_round": seconds,
@@ -110,7 +143,7 @@ def _closes(tick: int, window: int, hop: int) -> bool:
 
 
 def _paced_publisher(
-    host: str, port: int, runs_dir: str, devices: int, seconds: float, out
+    host: str, port: int, runs_dir: str, devices: int, seconds: float, topic: str, out
 ) -> None:
     """Publishes every device's readings evenly spread over each period (a separate process,
     so its GIL is not the subscriber's); sends back the wall-clock publish time of the
@@ -133,7 +166,7 @@ def _paced_publisher(
             run = values[d % len(values)]
             device = f"lat-d{d:04d}"
             pub.publish(
-                TOPIC.format(device), encode_binary(np.array([ts]), run[i % len(run)][None, :]), 0
+                topic.format(device), encode_binary(np.array([ts]), run[i % len(run)][None, :]), 0
             )
             if closes or d % WATCH_EVERY == 0:
                 sent[(device, ts)] = time.time()
@@ -147,14 +180,17 @@ def _paced_publisher(
 class _Arrivals:
     """Arrival times of window results and of the watched devices' raw readings."""
 
-    def __init__(self, broker: LocalBroker, devices: int) -> None:
+    def __init__(self, broker: LocalBroker, devices: int, protocol: int = 5) -> None:
         self.results: dict[tuple[str, float], float] = {}
         self.bare: dict[tuple[str, float], float] = {}
         watched = [f"lat-d{d:04d}" for d in range(0, devices, WATCH_EVERY)]
+        topic = sensor_topic(protocol)
+        self.sensor_level = topic.split("/", 1)[0]
+        alerts = f"edgelstm/{gateway_id(protocol)}/alerts/+"
         self.client = set_nodelay(mqtt.Client(CallbackAPIVersion.VERSION2))
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
-            [(f"edgelstm/{GATEWAY_ID}/alerts/+", 0)] + [(TOPIC.format(d), 0) for d in watched]
+            [(alerts, 0)] + [(topic.format(d), 0) for d in watched]
         )
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
@@ -162,7 +198,7 @@ class _Arrivals:
     def _on_message(self, client, userdata, msg) -> None:
         now = time.time()
         parts = msg.topic.split("/")
-        if parts[0] == "sensors":
+        if parts[0] == self.sensor_level:
             self.bare[(parts[1], float(np.frombuffer(msg.payload, "<f8", 1, 6)[0]))] = now
         else:
             body = json.loads(msg.payload)
@@ -180,13 +216,15 @@ class _Arrivals:
         close(self.client)
 
 
-def _publish_paced(broker: LocalBroker, runs_dir: Path, devices: int, seconds: float) -> dict:
+def _publish_paced(
+    broker: LocalBroker, runs_dir: Path, devices: int, seconds: float, topic: str
+) -> dict:
     """Runs `_paced_publisher` in a spawned process; its report."""
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(
         target=_paced_publisher,
-        args=(broker.host, broker.port, str(runs_dir), devices, seconds, send),
+        args=(broker.host, broker.port, str(runs_dir), devices, seconds, topic, send),
     )
     proc.start()
     if not receive.poll(seconds + 60):
@@ -204,12 +242,13 @@ def _round(
     devices: int,
     seconds: float,
     gateway: Gateway,
+    protocol: int = 5,
 ) -> dict:
-    arrivals = _Arrivals(broker, devices)
+    arrivals = _Arrivals(broker, devices, protocol)
     try:
         time.sleep(0.3)
         cpu0, machine0 = cpu_seconds(gateway.pid), machine_cpu()
-        report = _publish_paced(broker, runs_dir, devices, seconds)
+        report = _publish_paced(broker, runs_dir, devices, seconds, sensor_topic(protocol))
         busy = busy_share(machine0, machine_cpu())
         gateway_cpu_s = cpu_seconds(gateway.pid) - cpu0
         arrivals.settle(SETTLE_S)

@@ -13,6 +13,10 @@ CPU the broker and this process (the publisher and the results recorder) use per
 the runtime consumes, and how busy all cores were then (`machine_busy_share`, 1.0 = every core:
 the runtime can only go faster by taking CPU from the broker and the publisher).
 
+The runtime is measured with `broker.protocol: 311` too (a second gateway, `bench-v311`, on its
+own sensor topic, consuming the same readings in the same round): `runtime_v311_*` and its
+ratios to both bare subscribers, so v5 and 3.1.1 are compared within one run.
+
     python -m bench.throughput [--runs runs/demo] [--quick]  # -> bench/throughput.json
 """
 
@@ -31,8 +35,8 @@ import numpy as np
 
 from bench import summarize
 from bench.common import (
+    PROTOCOLS,
     REPO,
-    TOPIC,
     WORKDIR,
     busy_share,
     close,
@@ -41,6 +45,7 @@ from bench.common import (
     flush,
     machine_cpu,
     publisher,
+    sensor_topic,
     start_gateway,
 )
 from edge_lstm.local_broker import LocalBroker
@@ -65,90 +70,157 @@ FIGURES = {  # output key -> per-round sample
     "cpu_ratio_bare_to_runtime": "cpu_ratio",
     "bare_v311_readings_per_s": "bare_v311",
     "bare_v311_cpu_us_per_reading": "bare_v311_cpu",
+    # the runtime with broker.protocol: 311, same round
+    "runtime_v311_readings_per_s": "runtime_v311",
+    "runtime_v311_cpu_us_per_reading": "runtime_v311_cpu",
+    "ratio_runtime_v311_to_bare_v311": "ratio_v311",
+    "ratio_runtime_v311_to_bare": "ratio_v311_to_bare",
     "broker_cpu_us_per_reading": "broker_cpu",
     "publisher_and_recorder_cpu_us_per_reading": "publisher_cpu",
     "machine_busy_share": "busy",
 }
-GATEWAY_PROTOCOL = str(BrokerConfig.protocol)  # the gateway's default, which start_gateway keeps
+GATEWAY_PROTOCOL = BrokerConfig.protocol  # the gateway's default, the main figures' protocol
 
 
-def run(runs_dir: Path, quick: bool = False) -> dict[str, Any]:
-    """Both payload formats against `runs_dir/deploy`, readings from `runs_dir/data`."""
+def run(
+    runs_dir: Path,
+    quick: bool = False,
+    devices: int | None = None,
+    per_device: int | None = None,
+    rounds: int | None = None,
+) -> dict[str, Any]:
+    """Both payload formats against `runs_dir/deploy`, readings from `runs_dir/data`, the
+    runtime on MQTT v5 and on 3.1.1. Sizes: 200 devices x 150 readings, 3 rounds (quick:
+    100 x 100, 1 round); `devices`, `per_device` and `rounds` override them (a smoke test)."""
     runs_dir = Path(runs_dir)
     deploy = runs_dir / "deploy"
     manifest = Manifest.load(deploy)
     values = dataset(runs_dir, manifest)
-    devices, per_device = (100, 100) if quick else (200, 150)
-    rounds = 1 if quick else 3
+    devices = devices or (100 if quick else 200)
+    per_device = per_device or (100 if quick else 150)
+    rounds = rounds or (1 if quick else 3)
+    if per_device < manifest.window:
+        raise ValueError(f"per_device ({per_device}) must be >= the window ({manifest.window})")
     windows = devices * ((per_device - manifest.window) // manifest.hop + 1)
-    out: dict[str, Any] = {"devices": devices, "readings_per_round": devices * per_device, "qos": 0}
+    out: dict[str, Any] = {
+        "devices": devices,
+        "readings_per_round": devices * per_device,
+        "qos": 0,
+        "protocol": GATEWAY_PROTOCOL,  # of the runtime_* figures; runtime_v311_*: 311
+        "protocols": list(PROTOCOLS),
+    }
     with LocalBroker() as broker:
         for fmt in FORMATS:
-            workdir = runs_dir / WORKDIR / f"throughput-{fmt}"
-            gateway = start_gateway(
-                workdir, deploy, broker, stats_interval_s=0.5, debounce={"emit": "all"}
-            )
+            gateways: dict[int, Gateway] = {}
             samples: dict[str, list[float]] = {key: [] for key in FIGURES.values()}
             try:
+                for protocol in PROTOCOLS:
+                    suffix = "" if protocol == GATEWAY_PROTOCOL else f"-v{protocol}"
+                    workdir = runs_dir / WORKDIR / f"throughput-{fmt}{suffix}"
+                    gateways[protocol] = start_gateway(
+                        workdir,
+                        deploy,
+                        broker,
+                        protocol=protocol,
+                        stats_interval_s=0.5,
+                        debounce={"emit": "all"},
+                    )
                 for r in range(rounds):
                     messages = {
-                        "runtime": _payloads(values, devices, per_device, fmt, TOPIC, f"r{r}"),
-                        "bare": _payloads(values, devices, per_device, fmt, BARE_TOPIC, ""),
-                        "bare_v311": _payloads(values, devices, per_device, fmt, BARE_TOPIC, "v"),
+                        f"runtime_v{p}": _payloads(
+                            values, devices, per_device, fmt, sensor_topic(p), f"r{r}"
+                        )
+                        for p in PROTOCOLS
                     }
-                    figures = _round(broker, deploy, gateway, messages, (r + 1) * windows, fmt)
+                    messages["bare"] = _payloads(values, devices, per_device, fmt, BARE_TOPIC, "")
+                    messages["bare_v311"] = _payloads(
+                        values, devices, per_device, fmt, BARE_TOPIC, "v"
+                    )
+                    figures = _round(broker, deploy, gateways, messages, (r + 1) * windows, fmt)
                     for key, value in figures.items():
                         samples[key].append(value)
-                counters = gateway.recorder.latest_stats()["counters"]
+                counters = gateways[GATEWAY_PROTOCOL].recorder.latest_stats()["counters"]
+                counters_v311 = gateways[311].recorder.latest_stats()["counters"]
             finally:
-                gateway.stop()
+                for gateway in gateways.values():
+                    gateway.stop()
             out[fmt] = {name: summarize(samples[key]) for name, key in FIGURES.items()}
-            out[fmt]["runtime_drops"] = {
-                k: v for k, v in counters.items() if k.startswith(("dropped_", "invalid_"))
-            }
+            out[fmt]["runtime_drops"] = _drops(counters)
+            out[fmt]["runtime_v311_drops"] = _drops(counters_v311)
             out[fmt]["bounds"] = bounds(out[fmt])
             log.info("throughput %s: %s", fmt, out[fmt])
     return out
 
 
+def _drops(counters: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in counters.items() if k.startswith(("dropped_", "invalid_"))}
+
+
 def _round(
     broker: LocalBroker,
     deploy: Path,
-    gateway: Gateway,
+    gateways: dict[int, Gateway],
     messages: dict[str, list[tuple[str, bytes]]],
     results_by_end: int,
     fmt: str,
 ) -> dict[str, float]:
-    """One round: the bare subscriber's messages, then the runtime's, until `results_by_end`
-    window results (all rounds so far) have arrived."""
-    total = len(messages["runtime"])
-    bare = _bare_round(broker, deploy, messages["bare"], GATEWAY_PROTOCOL)
+    """One round: the bare subscribers' messages (v5, then 3.1.1), then the runtime's on each
+    protocol in turn, each until `results_by_end` window results (all rounds so far) arrived."""
+    total = len(messages["bare"])
+    bare = _bare_round(broker, deploy, messages["bare"], str(GATEWAY_PROTOCOL))
     bare_v311 = _bare_round(broker, deploy, messages["bare_v311"], "311")
-    assert broker.proc is not None
-    pids = (gateway.pid, broker.proc.pid, os.getpid())
-    cpu0, machine0 = [cpu_seconds(pid) for pid in pids], machine_cpu()
-    started, published = _publish_all(broker, messages["runtime"])
-    done = gateway.recorder.wait_count("alerts", results_by_end, RESULT_TIMEOUT_S)
-    if done is None:
-        raise RuntimeError(f"runtime did not consume {total} readings ({fmt})")
-    rate = total / (done.received_at - started)
-    runtime_cpu, broker_cpu, publisher_cpu = (
-        (cpu_seconds(pid) - c) / total * 1e6 for pid, c in zip(pids, cpu0, strict=True)
+    main, v311 = (
+        _runtime_round(broker, gateways[p], messages[f"runtime_v{p}"], results_by_end, fmt)
+        for p in (GATEWAY_PROTOCOL, 311)
     )
     bare_cpu = bare["cpu_s"] / total * 1e6
     return {
         "bare_v311": bare_v311["rate"],
         "bare_v311_cpu": bare_v311["cpu_s"] / total * 1e6,
+        "broker_cpu": main["broker_cpu"],
+        "publisher_cpu": main["publisher_cpu"],
+        "busy": main["busy"],
+        "runtime": main["rate"],
+        "bare": bare["rate"],
+        "ratio": main["rate"] / bare["rate"],
+        "publisher": main["published"],
+        "runtime_cpu": main["cpu"],
+        "bare_cpu": bare_cpu,
+        "cpu_ratio": bare_cpu / main["cpu"],
+        "runtime_v311": v311["rate"],
+        "runtime_v311_cpu": v311["cpu"],
+        "ratio_v311": v311["rate"] / bare_v311["rate"],
+        "ratio_v311_to_bare": v311["rate"] / bare["rate"],
+    }
+
+
+def _runtime_round(
+    broker: LocalBroker,
+    gateway: Gateway,
+    payloads: list[tuple[str, bytes]],
+    results_by_end: int,
+    fmt: str,
+) -> dict[str, float]:
+    """Publishes `payloads` to one gateway as fast as possible until `results_by_end` results
+    arrived: its rate, CPU per reading of it, the broker and this process, cores busy."""
+    total = len(payloads)
+    assert broker.proc is not None
+    pids = (gateway.pid, broker.proc.pid, os.getpid())
+    cpu0, machine0 = [cpu_seconds(pid) for pid in pids], machine_cpu()
+    started, published = _publish_all(broker, payloads)
+    done = gateway.recorder.wait_count("alerts", results_by_end, RESULT_TIMEOUT_S)
+    if done is None:
+        raise RuntimeError(f"runtime ({gateway.config}) did not consume {total} readings ({fmt})")
+    cpu, broker_cpu, publisher_cpu = (
+        (cpu_seconds(pid) - c) / total * 1e6 for pid, c in zip(pids, cpu0, strict=True)
+    )
+    return {
+        "rate": total / (done.received_at - started),
+        "cpu": cpu,
         "broker_cpu": broker_cpu,
         "publisher_cpu": publisher_cpu,
         "busy": busy_share(machine0, machine_cpu()),
-        "runtime": rate,
-        "bare": bare["rate"],
-        "ratio": rate / bare["rate"],
-        "publisher": published,
-        "runtime_cpu": runtime_cpu,
-        "bare_cpu": bare_cpu,
-        "cpu_ratio": bare_cpu / runtime_cpu,
+        "published": published,
     }
 
 
@@ -200,6 +272,10 @@ def bounds(figures: dict[str, Any]) -> dict[str, Any]:
     return {
         "paho_v5_cost_us_per_reading": round(
             median["bare_cpu_us_per_reading"] - median["bare_v311_cpu_us_per_reading"], 2
+        ),
+        # what broker.protocol: 311 saves the runtime per reading (same round)
+        "runtime_v5_cost_us_per_reading": round(
+            median["runtime_cpu_us_per_reading"] - median["runtime_v311_cpu_us_per_reading"], 2
         ),
         "runtime_beyond_bare_us_per_reading": round(
             median["runtime_cpu_us_per_reading"] - median["bare_cpu_us_per_reading"], 2

@@ -14,6 +14,8 @@
 #   /var/lib/edgelstm/models/current        symlink to the folder the daemon serves
 #   /var/lib/edgelstm/                      the daemon's state (alert outbox)
 #   /etc/systemd/system/edgelstm.service    the unit (+ edgelstm.service.d/jetson.conf on a Jetson)
+#   /etc/systemd/system/edgelstm@.service   the template of a sharded gateway's workers
+#                                           (deploy/rabbitmq/README.md; installed, never enabled)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -88,6 +90,7 @@ STATE="$R/var/lib/edgelstm"
 MODELS="$STATE/models"
 UNIT_DIR="$R/etc/systemd/system"
 UNIT="$UNIT_DIR/edgelstm.service"
+TEMPLATE_UNIT="$UNIT_DIR/edgelstm@.service"
 DROPIN_DIR="$UNIT_DIR/edgelstm.service.d"
 SERVICE_USER=edgelstm
 # the daemon's view of the model; the unit keeps this path read-only
@@ -109,10 +112,17 @@ uninstall() {
     if have_systemd && systemctl list-unit-files edgelstm.service >/dev/null 2>&1; then
         systemctl disable --now edgelstm.service 2>/dev/null || true
     fi
-    rm -f "$UNIT"
+    if have_systemd; then
+        local worker
+        for worker in $(systemctl list-units --all --plain --no-legend 'edgelstm@*' |
+            awk '{print $1}'); do
+            systemctl disable --now "$worker" 2>/dev/null || true
+        done
+    fi
+    rm -f "$UNIT" "$TEMPLATE_UNIT"
     rm -rf "$DROPIN_DIR" "$PREFIX" "$MODELS"
     run_systemctl daemon-reload
-    say "removed the unit, $PREFIX and $MODELS"
+    say "removed the units, $PREFIX and $MODELS"
     if [ "$PURGE" = 1 ]; then
         rm -rf "$ETC" "$STATE"
         if [ -z "$R" ] && id "$SERVICE_USER" >/dev/null 2>&1; then
@@ -281,7 +291,14 @@ install_config() {
 install_unit() {
     mkdir -p "$UNIT_DIR" "$PREFIX/deploy"
     install -m 0644 "$HERE/edgelstm.service" "$UNIT"
+    # the workers of a sharded gateway (edgelstm@0, @1, ...): installed beside the unit, enabled
+    # only by the operator, once deploy/rabbitmq/setup.sh declared the topology
+    install -m 0644 "$HERE/edgelstm@.service" "$TEMPLATE_UNIT"
     install -m 0644 "$HERE/README.md" "$HERE/JETSON.md" "$PREFIX/deploy/"
+    # the template's Documentation= and the worker setup it names
+    mkdir -p "$PREFIX/deploy/rabbitmq"
+    install -m 0644 "$HERE/rabbitmq/README.md" "$HERE/rabbitmq/worker.example.yaml" \
+        "$PREFIX/deploy/rabbitmq/"
     if is_jetson; then
         mkdir -p "$DROPIN_DIR"
         cat >"$DROPIN_DIR/jetson.conf" <<'EOF'
@@ -297,7 +314,7 @@ MemoryMax=4G
 EOF
         say "Jetson ($(head -n1 "$R/etc/nv_tegra_release" | tr -d '#' | xargs)): wrote $DROPIN_DIR/jetson.conf"
     fi
-    say "installed $UNIT"
+    say "installed $UNIT and $TEMPLATE_UNIT (workers: systemctl enable --now edgelstm@0 ...)"
 }
 
 MODEL_CHANGED=0

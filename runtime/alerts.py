@@ -3,20 +3,25 @@
 Every alert carries an `alert_id` derived from gateway, device, event, class and window end, so
 a consumer de-duplicates the outbox's at-least-once redeliveries, and the same event after a
 restart keeps its id. An alert goes to the outbox in one transaction with the device's
-debouncer state after it, so a kill can never separate the two.
+debouncer state after it, so a kill can never separate the two. The loop wraps a round's
+windows in `round()`: all of its alerts share that one transaction (one commit per round), and
+`on_alert` (the feedback store) hears of them only once they are committed.
+
+Bodies are written by `runtime.jsonout.dumps` (orjson), the gateway's one JSON writer.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from runtime.config import GatewayConfig
 from runtime.debounce import Debouncer, Event
+from runtime.jsonout import dumps
 from runtime.manifest import Manifest
 from runtime.mqtt import MqttLink
 from runtime.outbox import Outbox
@@ -48,6 +53,26 @@ class AlertPublisher:
     ) -> None:
         self.cfg, self.link, self.outbox, self.stats = cfg, link, outbox, stats
         self.on_alert = on_alert
+        self._committing: list[dict[str, Any]] | None = None  # alerts of the open round
+
+    @contextmanager
+    def round(self) -> Iterator[None]:
+        """The alerts of one processing round: one outbox transaction, committed when the block
+        ends (publish and AMQP acks come after it, runtime/outbox.py `batch`); `on_alert` runs
+        for each alert after the commit."""
+        if self._committing is not None:  # nested: the outer round commits
+            yield
+            return
+        self._committing = []
+        try:
+            with self.outbox.batch():
+                yield
+            committed = self._committing
+        finally:
+            self._committing = None
+        if self.on_alert is not None:
+            for body in committed:
+                self.on_alert(body)
 
     def topic(self, device_id: str) -> str:
         return self.cfg.topic(self.cfg.topics.alerts, device_id)
@@ -70,7 +95,7 @@ class AlertPublisher:
             body["probs"] = [round(float(p), 7) for p in result.probs]
             topic = self.topic(result.device_id)
             qos = self.cfg.debounce.results_qos
-            if self.link.publish(topic, json.dumps(body).encode(), qos=qos) is None:
+            if self.link.publish(topic, dumps(body), qos=qos) is None:
                 stats.count("dropped_window_results")
         event = debouncer.update(result.device_id, result.probs)
         if event is not None:
@@ -91,11 +116,13 @@ class AlertPublisher:
             body["replaces"] = classes[event.previous]
         self.outbox.add(
             self.topic(result.device_id),
-            json.dumps(body).encode(),
+            dumps(body),
             result.device_id,
             active,
         )
-        if self.on_alert is not None:
+        if self._committing is not None:
+            self._committing.append(body)  # on_alert once the round is committed
+        elif self.on_alert is not None:
             self.on_alert(body)
         self.stats.count("alerts" if event.kind == "raised" else "clears")
         age = time.time() - result.end_ts

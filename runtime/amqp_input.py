@@ -31,7 +31,16 @@ is a stray (counted `amqp_strays`: the ring changed or a binding is wrong) and n
 the new queue. A device first seen in a redelivered message, or on a standby queue, has moved
 here (failover or rebalance, counted `amqp_moved_devices`): its windows start fresh at its
 first reading here; a device that comes back after serving elsewhere restarts through the
-stream engine's gap or out-of-order rule (counted there).
+stream engine's gap or out-of-order rule (counted there). A rebalance that hands a device to
+another worker (a queue added to the ring) leaves its open windows here unfinished: once the
+engine evicts the silent device (`limits.device_idle_s`), the messages it held are acked and
+the device is counted `amqp_released_devices`; the new owner starts its windows at the first
+reading it gets, like a new device.
+
+A connection that breaks (broker restart, `rabbitmqctl close_connection`, a network cut) is
+opened again after `input.amqp.reconnect_s`; the broker re-delivers, in order, every message
+not acked on the old channel, so the devices' windows restart at the oldest reading still
+needed (the engine's out-of-order rule) and no reading is lost.
 """
 
 from __future__ import annotations
@@ -211,9 +220,12 @@ class AmqpInput:
             self.unacked += 1
         self._taken = max(self._taken, mark)
         current = self.generation
+        released = 0
         for device_id in list(unacked):
             queue = unacked[device_id]
             boundary = needed_from(engine, device_id)
+            if device_id not in engine.devices and any(g == current for g, _, _ in queue):
+                released += 1  # evicted or refused: the open windows it held are gone
             while queue and (queue[0][2] < boundary or queue[0][0] != current):
                 generation, tag, _ = queue.popleft()
                 self.unacked -= 1
@@ -221,6 +233,8 @@ class AmqpInput:
                     ready.append((generation, tag))
             if not queue:
                 del unacked[device_id]
+        if released:
+            self.count("amqp_released_devices", released)
         if self.unacked >= EARLY_ACK_FRACTION * self.amqp.prefetch:
             ready += self._ack_early()
         if ready:
@@ -295,11 +309,12 @@ class AmqpInput:
 
     def _forget_channel(self) -> None:
         """The broker requeued every unacked message of the channel that went: none of its
-        tags may be acked any more, and the devices it held may now be elsewhere."""
+        tags may be acked any more. Which queue each device came from is kept: when the next
+        connection gets the same queues back, their re-delivered devices have not moved (a
+        device that arrives on another queue still counts as a stray and a move)."""
         connection = self._connection
         self._connection = self._channel = None
         self._queues_by_tag.clear()
-        self._owner.clear()
         self.generation += 1
         if self.connected.is_set():
             self.count("amqp_disconnects", 1)
@@ -410,7 +425,7 @@ class AmqpInput:
                 queue,
             )
         if owner is not None or method.redelivered or queue in self._standby:
-            self.count("amqp_moved_devices", 1)
+            self.count("amqp_moved_devices", 1)  # not a device re-delivered on its own queue
         self._owner[device_id] = queue
         self._owner.move_to_end(device_id)
         if len(self._owner) > self._max_owned:

@@ -22,6 +22,8 @@ OVERFLOW_POLICIES = ("drop_oldest", "drop_new")
 EMIT_MODES = ("alerts", "all")
 SYNCHRONOUS_MODES = ("normal", "full")
 MQTT_MAX_TOPIC_BYTES = 65_535
+MQTT_PROTOCOLS = (5, 311)
+DEFAULT_SESSION_EXPIRY_S = 86_400
 
 Check = tuple[bool, str, str]  # (holds, dotted key, what the key must be)
 
@@ -42,20 +44,35 @@ class BrokerConfig:
 
     host: str = "127.0.0.1"
     port: int = 1883
-    protocol: int = 5  # 5 or 311
+    # 5 (MQTT v5) or 311 (MQTT 3.1.1): 311 for RabbitMQ's MQTT plugin (3.1.1 only) and for
+    # high-rate gateways (paho decodes v5 properties of every message: ~10-40 us each here)
+    protocol: int = 5
     client_id: str | None = None  # default: edgelstm-<gateway_id>
     username: str | None = None
     password: str | None = None
     keepalive: int = 30
     clean_start: bool = False  # False = persistent session: QoS 1 survives reconnects
-    session_expiry_s: int = 86_400  # MQTT v5 session lifetime on the broker
+    session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S  # MQTT v5 session lifetime on the broker
     reconnect_min_s: int = 1
     reconnect_max_s: int = 30
     tls: TlsConfig | None = None
 
     def checks(self) -> list[Check]:
         return [
-            (self.protocol in (5, 311), "protocol", "must be 5 or 311"),
+            (
+                self.protocol in MQTT_PROTOCOLS,
+                "protocol",
+                "must be 5 or 311 (5: MQTT v5; 311: MQTT 3.1.1, for RabbitMQ's MQTT plugin and "
+                "high-rate gateways)",
+            ),
+            # what the gateway uses MQTT v5 for, refused under 3.1.1 where it cannot work
+            (
+                self.protocol == 5 or self.session_expiry_s == DEFAULT_SESSION_EXPIRY_S,
+                "session_expiry_s",
+                "needs broker.protocol: 5; MQTT 3.1.1 has no session expiry (the broker's own "
+                "setting applies, e.g. Mosquitto's persistent_client_expiration): remove "
+                "broker.session_expiry_s or set broker.protocol: 5",
+            ),
             (0 < self.port < 65536, "port", "must be a TCP port"),
             (self.keepalive >= 5, "keepalive", "must be >= 5 s"),
             (

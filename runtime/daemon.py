@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import signal
 import threading
@@ -47,6 +46,7 @@ from runtime.drift import publish as publish_drift
 from runtime.errors import BackendError, ConfigError, EdgeRuntimeError
 from runtime.feedback import Feedback
 from runtime.health import Health
+from runtime.jsonout import dumps
 from runtime.model import LoadedModel, load_model
 from runtime.mqtt import MqttLink
 from runtime.outbox import Outbox
@@ -384,8 +384,9 @@ class Service:
         self.stats.count("batches")
         if not rows:
             return
-        for result in results:
-            self.alerts.on_window(result, self.model.manifest, self.debouncer)
+        with self.alerts.round():  # one outbox commit for the round, before any publish or ack
+            for result in results:
+                self.alerts.on_window(result, self.model.manifest, self.debouncer)
         if self.drift is not None and results:
             with self._drift_guard():
                 self.drift.observe_windows(results)
@@ -420,7 +421,7 @@ class Service:
             self.health_log.warning("loss", "%s", warning)
         snap["warnings"] = [warning] if warning else []
         snap["health"] = self.health.snapshot(self.model)
-        self.link.publish(self.cfg.topic(self.cfg.topics.stats), json.dumps(snap).encode(), qos=0)
+        self.link.publish(self.cfg.topic(self.cfg.topics.stats), dumps(snap), qos=0)
         log.info("stats: %s", log_line(snap))
         self.notifier.status(log_line(snap))
         return snap

@@ -60,7 +60,6 @@ the daemon's hooks then cost one attribute test per drain and round.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +70,7 @@ import numpy as np
 
 from runtime.alerts import alert_id
 from runtime.config import GatewayConfig
+from runtime.jsonout import dumps
 from runtime.manifest import Manifest, bin_index
 from runtime.mqtt import MqttLink
 from runtime.outbox import Outbox
@@ -425,15 +425,17 @@ def publish(
     state the outbox row stores unchanged (see the module docstring)."""
     cfg = monitor.cfg
     summary, events = monitor.evaluate(now)
+    with outbox.batch():  # one commit for every event of this evaluation
+        for device_id, body in events:
+            outbox.add(
+                cfg.topic(cfg.topics.drift_events, device_id),
+                dumps(body),
+                device_id,
+                active(device_id),
+            )
     for device_id, body in events:
-        outbox.add(
-            cfg.topic(cfg.topics.drift_events, device_id),
-            json.dumps(body).encode(),
-            device_id,
-            active(device_id),
-        )
         monitor.stats.count(f"drift_{body['event']}")
         log.info(
             "drift %s on %s: %s PSI %.3f", body["event"], device_id, body["feature"], body["value"]
         )
-    link.publish(cfg.topic(cfg.topics.drift), json.dumps(summary).encode(), qos=0)
+    link.publish(cfg.topic(cfg.topics.drift), dumps(summary), qos=0)

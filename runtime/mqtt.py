@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PAHO_QUEUE_MARGIN = 10_000  # window results (emit: all) paho may hold beyond the alerts
 PACKET_OVERHEAD_BYTES = 1_024  # fixed header, topic length field and v5 properties
 ONLINE = b"online"
+UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK reason; paho maps a 3.1.1 broker's refusal to it
 OFFLINE = b"offline"
 
 
@@ -265,6 +266,18 @@ class MqttLink:
         self._note_network_thread()
         if reason_code.is_failure:
             self.connect_failures += 1
+            if self.cfg.broker.protocol == 5 and reason_code == UNSUPPORTED_PROTOCOL_VERSION:
+                # a 3.1.1-only broker (RabbitMQ's MQTT plugin before 3.13, older Mosquitto)
+                self._connect_log.error(
+                    "connect_protocol",
+                    "connection to %s failed: the broker does not speak MQTT v5 (%s): set "
+                    "broker.protocol: 311 in %s; retrying in %d s",
+                    self.broker_url,
+                    reason_code,
+                    self.cfg.source,
+                    self._next_retry_s(),
+                )
+                return
             self._connect_log.warning(
                 "connect",
                 "connection to %s failed: the broker refused it (%s); retrying in %d s",

@@ -3,7 +3,9 @@
 paho-mqtt keeps unacknowledged QoS 1 messages only in memory, so an alert in flight when the
 process dies would vanish. Every alert is written here first, in the same transaction as the
 debouncer state that produced it (`alert_state`), so a kill -9 can never keep one without the
-other. `pump` hands at most `max_inflight` rows to the client at a time, `settle` deletes a row
+other. The processing loop writes a round's alerts in one transaction (`batch`): one commit per
+round, and still every alert committed before it is published or its readings acked.
+`pump` hands at most `max_inflight` rows to the client at a time, `settle` deletes a row
 once its handle reports the PUBACK, and a restarted process re-sends whatever is left
 (at-least-once). A row the client can never publish moves to `dead_letter` instead of
 blocking the rows behind it.
@@ -94,8 +96,8 @@ class Outbox:
             self.db.execute(statement)
         self.inflight: dict[int, _Flight] = {}  # row id -> its handle
         self._was_connected = False
-        self._rows = self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-        self._dead = self.db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+        self._batching = False  # inside batch(): add() joins one transaction
+        self._recount()
         if self._rows:
             log.info("outbox %s holds %d unacknowledged alerts; re-sending", self.path, self._rows)
         if self._dead:
@@ -103,6 +105,11 @@ class Outbox:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
+        if self._batching:  # inside batch(): joins its transaction, which batch() commits
+            if not self.db.in_transaction:
+                self.db.execute("BEGIN IMMEDIATE")
+            yield
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -111,6 +118,43 @@ class Outbox:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             raise
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for every `add` inside (a processing round's alerts), committed when
+        the block ends: one commit per round instead of one per alert.
+
+        The guarantee stays: the loop publishes (`pump`) and acks AMQP readings only after the
+        block, so every alert is committed before it goes out and before the readings that
+        produced it are acked; a kill inside the block loses the round's alerts together with
+        its readings' acks (the broker re-delivers those). `pump` inside a batch is refused.
+        On an exception the round's rows are rolled back and the exception goes on.
+        """
+        if self._batching:  # nested: the outer block commits
+            yield
+            return
+        self._batching = True
+        try:
+            yield
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+                self._recount()
+            raise
+        finally:
+            self._batching = False
+
+    def _recount(self) -> None:
+        """Row counts from the file again (after a rolled-back batch)."""
+        self._rows = self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        self._dead = self.db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+        self.inflight = {
+            row_id: flight
+            for row_id, flight in self.inflight.items()
+            if self.db.execute("SELECT 1 FROM outbox WHERE id = ?", (row_id,)).fetchone()
+        }
 
     def add(self, topic: str, payload: bytes, device_id: str, active: int) -> bool:
         """Stores an alert and the device's alert state after it (0 = none) in one transaction.
@@ -171,7 +215,10 @@ class Outbox:
 
         publish returns None to refuse for now (this pump stops) and raises ValueError for a
         message that can never be published (that row is dead-lettered, the next one goes on).
+        Refused inside `batch()`: a row handed out there would go out before its commit.
         """
+        if self._batching:
+            raise RuntimeError("Outbox.pump inside batch(): alerts would go out uncommitted")
         room = self.cfg.max_inflight - len(self.inflight)
         after = 0
         sent = 0

@@ -16,6 +16,12 @@ class RateLimitedLog:
         self._skipped: dict[str, int] = {}
 
     def warning(self, key: str, message: str, *args: object) -> None:
+        self._log(logging.WARNING, key, message, *args)
+
+    def error(self, key: str, message: str, *args: object) -> None:
+        self._log(logging.ERROR, key, message, *args)
+
+    def _log(self, level: int, key: str, message: str, *args: object) -> None:
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self.every_s:
@@ -24,4 +30,4 @@ class RateLimitedLog:
         self._last[key] = now
         skipped = self._skipped.pop(key, 0)
         suffix = f" ({skipped} more since the last report)" if skipped else ""
-        self.logger.warning(message + suffix, *args)
+        self.logger.log(level, message + suffix, *args)

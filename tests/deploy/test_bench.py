@@ -116,3 +116,61 @@ def test_rss_bench_runs_small_and_writes_its_figures(tmp_path: Path, tiny_deploy
         assert keys <= set(step) and step["rss_mb"] > 0
     assert figures["cap_point_ids"] == 100 and figures["growth_after_cap_mb"] is not None
     assert "RSS MB" in result.stdout
+
+
+def _tiny_runs_dir(tmp_path: Path, tiny_deploy_dir: Path, tiny_data: Path) -> Path:
+    """A runs folder shaped like the demo's (deploy/, data/sensors.parquet) on the tiny model."""
+    runs = tmp_path / "runs"
+    (runs / "data").mkdir(parents=True)
+    (runs / "deploy").symlink_to(tiny_deploy_dir)
+    (runs / "data" / "sensors.parquet").symlink_to(tiny_data)
+    return runs
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(find_mosquitto() is None, reason="needs a mosquitto binary")
+def test_throughput_bench_measures_the_runtime_on_v5_and_311_in_one_run(
+    tmp_path: Path, tiny_deploy_dir: Path, tiny_data: Path
+) -> None:
+    from bench import throughput
+
+    runs = _tiny_runs_dir(tmp_path, tiny_deploy_dir, tiny_data)
+    out = throughput.run(runs, quick=True, devices=4, per_device=30, rounds=1)
+    assert out["protocol"] == 5 and out["protocols"] == [5, 311]
+    for fmt in ("json", "binary"):
+        figures = out[fmt]
+        for key in (  # the fields that were there, and the 3.1.1 runtime's beside them
+            "runtime_readings_per_s",
+            "bare_subscriber_readings_per_s",
+            "ratio_runtime_to_bare",
+            "bare_v311_readings_per_s",
+            "runtime_v311_readings_per_s",
+            "runtime_v311_cpu_us_per_reading",
+            "ratio_runtime_v311_to_bare_v311",
+            "ratio_runtime_v311_to_bare",
+        ):
+            assert figures[key]["n"] == 1 and figures[key]["median"] > 0, key
+        ratio = figures["ratio_runtime_v311_to_bare_v311"]["median"]
+        rates = figures["runtime_v311_readings_per_s"]["median"]
+        assert ratio == pytest.approx(rates / figures["bare_v311_readings_per_s"]["median"])
+        assert "runtime_v5_cost_us_per_reading" in figures["bounds"]
+        assert figures["runtime_drops"] == {} and figures["runtime_v311_drops"] == {}
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(find_mosquitto() is None, reason="needs a mosquitto binary")
+def test_latency_bench_has_a_311_point_beside_each_v5_point(
+    tmp_path: Path, tiny_deploy_dir: Path, tiny_data: Path
+) -> None:
+    from bench import latency
+
+    runs = _tiny_runs_dir(tmp_path, tiny_deploy_dir, tiny_data)
+    out = latency.run(runs, quick=True, devices=(5,), extra_s=1.0, rounds=1)
+    assert set(out) == {"devices_5", "devices_5_v311"}
+    for key, protocol in (("devices_5", 5), ("devices_5_v311", 311)):
+        point = out[key]
+        assert point["protocol"] == protocol and point["devices"] == 5
+        assert point["windows_per_round"]["median"] > 0
+        assert point["missing_windows"] == [0], point
+        assert point["reading_to_result_ms"]["p99"]["median"] > 0
+        assert point["bare_hop_ms"]["p99"]["median"] > 0

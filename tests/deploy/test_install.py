@@ -160,3 +160,29 @@ def test_first_install_without_config_serves_the_installed_model(
     assert "warning" not in result.stderr
     again = _install(root, "--model", str(deploy_dir))
     assert again.returncode == 0 and not (root / "etc/edgelstm/gateway.yaml.new").exists()
+
+
+def test_the_worker_template_is_installed_beside_the_unit_and_removed_with_it(
+    tmp_path: Path, deploy_dir: Path, gateway_yaml: Path
+) -> None:
+    root = tmp_path / "root"
+    result = _install(root, "--model", str(deploy_dir), "--config", str(gateway_yaml))
+    assert result.returncode == 0, result.stderr
+    template = root / "etc/systemd/system/edgelstm@.service"
+    assert template.read_text() == (REPO / "deploy/edgelstm@.service").read_text()
+    assert oct(template.stat().st_mode & 0o777) == "0o644"
+    # its Documentation= points at the installed copy of the worker setup
+    docs = next(
+        line.split("file://", 1)[1]
+        for line in template.read_text().splitlines()
+        if line.startswith("Documentation=")
+    )
+    assert (root / docs.lstrip("/")).read_text() == (REPO / "deploy/rabbitmq/README.md").read_text()
+    assert (root / "opt/edgelstm/deploy/rabbitmq/worker.example.yaml").is_file()
+    assert "edgelstm@0" in result.stdout  # says how to start the workers
+    # nothing enabled: no instance symlink under the root
+    assert not list((root / "etc/systemd/system").rglob("edgelstm@[0-9]*"))
+
+    removed = _install(root, "--uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert not template.exists()

@@ -118,6 +118,34 @@ class LocalRabbit:
         self.stop()
         raise RuntimeError(f"rabbitmq-server did not start within {START_TIMEOUT_S:.0f} s:\n{tail}")
 
+    def ctl(self, *args: str, timeout_s: float = 60.0) -> str:
+        """`rabbitmqctl ARGS` against this node (its cookie, epmd port and node name); stdout.
+        Raises CalledProcessError when it fails."""
+        ctl = SERVER.parent / "rabbitmqctl"
+        result = subprocess.run(
+            [str(ctl), "-q", "-n", self.node, *args],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=True,
+        )
+        return result.stdout
+
+    def amqp_connections(self) -> list[str]:
+        """The pids of the AMQP 0-9-1 client connections (the workers', not MQTT's)."""
+        rows = [
+            line.split("\t")
+            for line in self.ctl("list_connections", "pid", "protocol").splitlines()
+        ]
+        return [row[0] for row in rows if len(row) == 2 and row[1].strip() == "{0,9,1}"]
+
+    def queue_depths(self) -> dict[str, tuple[int, int]]:
+        """queue -> (messages ready, messages unacknowledged)."""
+        out = self.ctl("list_queues", "name", "messages_ready", "messages_unacknowledged")
+        rows = [line.split("\t") for line in out.splitlines()]
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows if len(r) == 3 and r[1].isdigit()}
+
     def _accepts(self, port: int) -> bool:
         import socket
 

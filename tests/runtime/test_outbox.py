@@ -283,3 +283,140 @@ def test_dead_letters_are_bounded_like_the_outbox(tmp_path: Path) -> None:
     box.pump(refuse)
     assert box.dead_letters == 2 and box.unacked == 0
     assert counts["outbox_dead_letter"] == 4 and counts["outbox_dead_letter_dropped"] == 2
+
+
+# ---- one transaction per round (runtime/outbox.py `batch`, runtime/alerts.py `round`) --------
+
+
+def commits(box: Outbox) -> list[str]:
+    """Every COMMIT SQLite runs on the outbox's connection from now on."""
+    seen: list[str] = []
+    box.db.set_trace_callback(lambda sql: seen.append(sql) if sql.startswith("COMMIT") else None)
+    return seen
+
+
+def test_a_batch_of_alerts_costs_one_commit(tmp_path: Path) -> None:
+    box = open_box(tmp_path)
+    seen = commits(box)
+    fill(box, 3)
+    assert len(seen) == 3  # one per alert outside a batch
+    seen.clear()
+    with box.batch():
+        for i in range(50):
+            assert box.add("t", f"round {i}".encode(), f"dev{i}", i % 2)
+        assert not seen  # nothing committed before the block ends
+    assert len(seen) == 1
+    assert box.rows == 53
+    with box.batch():
+        pass
+    assert len(seen) == 1  # an empty round commits nothing
+
+
+def test_pump_inside_a_batch_is_refused(tmp_path: Path) -> None:
+    box = open_box(tmp_path)
+    with box.batch():
+        box.add("t", b"x", "dev", 0)
+        with pytest.raises(RuntimeError, match="uncommitted"):
+            box.pump(Recorder())
+    assert box.pump(Recorder()) == 1
+
+
+def test_a_failed_batch_rolls_back_and_the_counts_follow(tmp_path: Path) -> None:
+    box = open_box(tmp_path)
+    fill(box, 2)
+    with pytest.raises(ZeroDivisionError), box.batch():
+        box.add("t", b"lost", "dev", 1)
+        1 / 0  # noqa: B018
+    assert box.rows == 2 and box.alert_state() == {}
+    pub = Recorder()
+    box.pump(pub)
+    assert pub.payloads == alerts(0, 1)
+
+
+KILL_AFTER_ROUND = """
+import os, signal, sys
+from pathlib import Path
+from runtime.config import OutboxConfig
+from runtime.outbox import Outbox
+box = Outbox(Path(sys.argv[1]), OutboxConfig(), lambda name, n: None)
+with box.batch():
+    for i in range(int(sys.argv[2])):
+        box.add("t", f"alert {i}".encode(), f"dev{i}", 1 + i % 3)
+os.kill(os.getpid(), signal.SIGKILL)  # right after the round's commit: nothing closed cleanly
+"""
+
+
+def test_a_kill_right_after_the_round_loses_none_of_its_alerts(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.runtime.helpers import REPO
+
+    n = 40
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_ROUND, str(tmp_path), str(n)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == -9, proc.stderr.decode()
+    box = open_box(tmp_path, max_inflight=100)
+    pub = Recorder()
+    assert box.pump(pub) == n
+    assert pub.payloads == alerts(*range(n))
+    assert box.alert_state() == {f"dev{i}": 1 + i % 3 for i in range(n)}
+
+
+class FakeLink:
+    """MqttLink as AlertPublisher uses it: publish returns a handle, never refuses."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False):
+        self.published.append((topic, payload))
+        return FakeHandle()
+
+
+def test_a_round_of_n_alerts_is_one_commit_and_feedback_hears_after_it(tmp_path: Path) -> None:
+    import json
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from runtime.alerts import AlertPublisher
+    from runtime.config import load_gateway_config
+    from runtime.debounce import Debouncer
+    from runtime.stats import Stats
+    from runtime.streams import WindowResult
+
+    cfg = load_gateway_config(None, {"model_dir": tmp_path, "debounce.emit": "all"})
+    box = open_box(tmp_path, max_inflight=100)
+    seen = commits(box)
+    heard: list[tuple[str, int]] = []  # (alert id, outbox COMMITs when on_alert ran)
+    publisher = AlertPublisher(
+        cfg,
+        FakeLink(),
+        box,
+        Stats(),
+        on_alert=lambda body: heard.append((body["alert_id"], len(seen))),
+    )
+    manifest = SimpleNamespace(classes=["normal", "fault"], model_name="m", model_version="1")
+    debouncer = Debouncer(1, 0.0)  # every fault window raises
+    n = 25
+    with publisher.round():
+        for i in range(n):
+            probs = np.array([0.1, 0.9], np.float32)
+            result = WindowResult(f"d{i}", 1.0, 2.0 + i, probs, 0.0, 0.0, 0.0)
+            publisher.on_window(result, manifest, debouncer)
+        assert not seen and not heard
+    assert len(seen) == 1
+    assert [at for _, at in heard] == [1] * n  # every on_alert after the one commit
+    pub = Recorder()
+    assert box.pump(pub) == n
+    bodies = [json.loads(p) for p in pub.payloads]
+    assert [b["alert_id"] for b in bodies] == [a for a, _ in heard]
+    assert {b["event"] for b in bodies} == {"raised"} and box.alert_state() == {
+        f"d{i}": 1 for i in range(n)
+    }

@@ -181,7 +181,16 @@ def worker_topics(name: str) -> dict[str, str]:
 class Worker:
     """One `edgelstm serve` of shard k (torch blocked), its config and state in `folder`."""
 
-    def __init__(self, folder: Path, deploy: Path, rabbit: LocalRabbit, shard: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        deploy: Path,
+        rabbit: LocalRabbit,
+        shard: int,
+        shards: int = SHARDS,
+        standby: int = 1,
+        **sections: dict,
+    ) -> None:
         self.name = f"w{shard}"
         self.folder = folder
         base = {**TEST_DEFAULTS, "broker": {**TEST_DEFAULTS["broker"]}}
@@ -200,14 +209,15 @@ class Worker:
                 "amqp": {
                     "url": rabbit.amqp_url,
                     "shard": shard,
-                    "shards": SHARDS,
-                    "standby": 1,
+                    "shards": shards,
+                    "standby": standby,
                     "standby_delay_s": 60.0,  # joins once the queue's primary has
                     "prefetch": 10_000,
                     "heartbeat_s": 5,
                     "reconnect_s": 0.5,
                 },
             },
+            **sections,
         )
         self.serve = self.start()
 
@@ -458,3 +468,273 @@ def test_a_missing_queue_is_named_and_the_consumer_keeps_retrying(
     finally:
         source.stop()
     assert not source._thread.is_alive()
+
+
+# ---- rebalance and a broken connection, each on a node of its own --------------------------
+
+SMALL_DEVICES = 24
+SMALL_READINGS = 100  # 17 windows of 20 every 5 readings
+SMALL_RATE_HZ = 5.0  # 20 s of replay
+EVICT_S = 4.0  # limits.device_idle_s: a device silent this long is forgotten (and released)
+MOVE_AFTER_S = 5.0  # into the replay: the new queue joins the ring
+BREAK_AFTER_S = 5.0  # into the replay: the broker closes the worker's AMQP connection
+RECONNECT_LIMIT_S = 10.0  # broker-side close to the worker's new AMQP connection
+
+
+@pytest.fixture
+def own_rabbit(tmp_path: Path):
+    """A node of the test's own: these tests change the exchange's ring or cut connections."""
+    if find_rabbitmq() is None:
+        pytest.skip("needs the Debian rabbitmq-server package (apt-get install rabbitmq-server)")
+    with LocalRabbit(tmp_path / "rabbitmq") as node:
+        yield node
+
+
+class Fleet:
+    """The small fleet of the two tests below: runs, their offline windows, a recorder."""
+
+    def __init__(self, deploy: Path, tiny_data: Path, rabbit: LocalRabbit) -> None:
+        self.manifest = Manifest.load(deploy)
+        runs = select_runs(tiny_data, self.manifest, SMALL_DEVICES, length=SMALL_READINGS)
+        self.devices = device_ids(runs, SMALL_DEVICES)
+        self.ts = {device: [float(t) for t in run.ts] for device, run in self.devices}
+        by_run = offline_windows(deploy, runs, stride=1)
+        self.offline = {
+            (device, start): by_run[(run.run_id, start)]
+            for device, run in self.devices
+            for (run_id, start) in by_run
+            if run_id == run.run_id
+        }
+        w, hop = self.manifest.window, self.manifest.hop
+        self.hop_starts = {
+            device: {ts[s] for s in range(0, SMALL_READINGS - w + 1, hop)}
+            for device, ts in self.ts.items()
+        }
+        self.recorder = Collector(rabbit.host, rabbit.mqtt_port)
+        self.summary: dict = {}
+        self.finished_at = 0.0
+
+    def replay_in_background(self, rabbit: LocalRabbit) -> threading.Thread:
+        def send() -> None:
+            replayer = Replayer(rabbit.host, rabbit.mqtt_port, qos=1)
+            self.summary.update(replayer.replay(self.devices, SMALL_RATE_HZ))
+            replayer.close(60)
+            self.finished_at = time.time()
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        return sender
+
+    def messages(self) -> list:
+        with self.recorder.lock:
+            return list(self.recorder.messages)
+
+    def windows(self) -> dict[str, dict[str, list[dict]]]:
+        """device -> worker -> its window results, by start."""
+        out: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+        for m in self.messages():
+            body = m.body
+            if "/alerts/" in m.topic and isinstance(body, dict) and body.get("event") == "window":
+                out[body["device_id"]][m.topic.split("/")[2]].append(body)
+        for by in out.values():
+            for got in by.values():
+                got.sort(key=lambda b: b["window_start_ts"])
+        return out
+
+    def index(self, device: str, ts: float) -> int:
+        return self.ts[device].index(ts)
+
+    def last_stats(self, worker: str, before: float | None = None) -> dict:
+        stats = [
+            m
+            for m in self.recorder.of_kind(worker)
+            if m.topic.endswith(f"/{worker}/stats") and isinstance(m.body, dict)
+        ]
+        if before is not None:
+            stats = [m for m in stats if m.received_at < before]
+        return stats[-1].body if stats else {}
+
+    def check_windows_and_alerts(self, workers: list[Worker]) -> dict[str, dict[str, list[dict]]]:
+        """Every window published is the window graph's on its W readings; one alert id per
+        decision; every outbox empty (each alert delivered)."""
+        served = self.windows()
+        bodies = [b for by in served.values() for got in by.values() for b in got]
+        for b in bodies:
+            assert (b["device_id"], b["window_start_ts"]) in self.offline, b
+        worst = _worst_difference(bodies, self.offline, self.manifest)
+        assert worst <= TOLERANCE, worst
+        decisions: dict[tuple, set[str]] = defaultdict(set)
+        for m in self.messages():
+            b = m.body
+            if isinstance(b, dict) and b.get("event") in ("raised", "cleared"):
+                decisions[(b["device_id"], b["event"], b["class"], b["window_end_ts"])].add(
+                    b["alert_id"]
+                )
+        assert all(len(ids) == 1 for ids in decisions.values())
+        for w in workers:
+            assert w.outbox_ids() == set(), f"{w.name} kept undelivered alerts"
+        return served
+
+
+@pytest.mark.broker
+def test_a_queue_added_to_the_ring_moves_devices_which_restart_cleanly_and_lose_nothing(
+    own_rabbit: LocalRabbit, deploy_dir, tiny_data: Path, tmp_path: Path
+) -> None:
+    rabbit = own_rabbit
+    declare(rabbit.amqp_url, 2)
+    deploy = deploy_dir("gru", None)
+    fleet = Fleet(deploy, tiny_data, rabbit)
+    w, hop = fleet.manifest.window, fleet.manifest.hop
+    limits = {"limits": {"device_idle_s": EVICT_S, "new_device_idle_s": EVICT_S}}
+    workers = [
+        Worker(tmp_path / f"w{k}", deploy, rabbit, k, shards=2, standby=0, **limits)
+        for k in range(2)
+    ]
+    # shard 2 of 3: started before its queue exists, so it retries until the ring grows
+    newcomer = Worker(tmp_path / "w2", deploy, rabbit, 2, shards=3, standby=0, **limits)
+    everyone = [*workers, newcomer]
+    try:
+        up = wait_until(lambda: all(x.log_has("(primary)") for x in workers), 90, step_s=0.2)
+        assert up, "\n\n".join(x.serve.tail() for x in workers)
+        assert wait_until(lambda: newcomer.log_has("edgelstm.shard.2 does not exist"), 60)
+        sender = fleet.replay_in_background(rabbit)
+        time.sleep(MOVE_AFTER_S)
+        declare(rabbit.amqp_url, 3)  # one queue more on the consistent-hash exchange
+        moved_at = time.time()
+        assert wait_until(lambda: newcomer.log_has("(primary)"), 15), newcomer.serve.tail()
+        sender.join(SMALL_READINGS / SMALL_RATE_HZ + 60)
+        assert not sender.is_alive(), "the replay did not finish"
+
+        def complete() -> bool:  # each device's newest window reaches its last readings
+            served = fleet.windows()
+            return set(served) == set(fleet.ts) and all(
+                max(fleet.index(d, b["window_end_ts"]) for got in by.values() for b in got)
+                >= SMALL_READINGS - hop
+                for d, by in served.items()
+            )
+
+        assert wait_until(complete, 60, step_s=0.2), len(fleet.windows())
+        # every device goes silent now: once forgotten, nothing of it may be left in a queue
+        drained = wait_until(
+            lambda: all(depth == (0, 0) for depth in rabbit.queue_depths().values()),
+            EVICT_S + 30,
+            step_s=1.0,
+        )
+        assert drained, rabbit.queue_depths()
+        time.sleep(1.5)  # the stats after the last evictions
+        before_end = {x.name: fleet.last_stats(x.name, fleet.finished_at - 0.5) for x in workers}
+        final = {x.name: fleet.last_stats(x.name) for x in everyone}
+    finally:
+        codes = [x.serve.stop(10) for x in everyone]
+        fleet.recorder.close()
+    assert codes == [0, 0, 0], "\n\n".join(x.serve.tail() for x in everyone)
+    served = fleet.check_windows_and_alerts(everyone)
+
+    moved = {d for d, by in served.items() if "w2" in by}
+    assert 0 < len(moved) < SMALL_DEVICES, moved  # the new queue took a share, not all
+    for device, by in served.items():
+        owners = set(by) - {"w2"}
+        assert len(owners) == 1, (device, set(by))  # one owner before the move
+        (old,) = owners
+        old_starts = [b["window_start_ts"] for b in by[old]]
+        if device not in moved:  # untouched: every window exactly once, on one worker
+            assert sorted(old_starts) == sorted(fleet.hop_starts[device]), device
+            continue
+        # before the move: the hop-aligned windows from the first reading, none after it
+        first = [fleet.index(device, s) for s in old_starts]
+        assert first == list(range(0, hop * len(first), hop)), (device, first)
+        assert all(b["published_at"] < moved_at + 5 for b in by[old]), device
+        # after it: windows restart at the newcomer's first reading and follow every hop to
+        # the end, each made of W consecutive readings (checked against the window graph)
+        new = [fleet.index(device, b["window_start_ts"]) for b in by["w2"]]
+        assert new == list(range(new[0], new[0] + hop * len(new), hop)), (device, new)
+        assert new[-1] + w - 1 >= SMALL_READINGS - hop and new[0] >= first[-1], device
+    # every reading reached exactly one engine: none lost, none twice
+    readings = sum(final[x.name]["counters"].get("readings", 0) for x in everyone)
+    assert readings == SMALL_DEVICES * SMALL_READINGS, {
+        x.name: final[x.name]["counters"] for x in everyone
+    }
+    counters = {name: s["counters"] for name, s in final.items()}
+    for c in counters.values():
+        assert c.get("dropped_duplicate", 0) == 0 and c.get("reset_out_of_order", 0) == 0, c
+    # counted: each old worker released exactly the devices that moved away from it, before
+    # the replay ended (the others were still streaming); the newcomer saw no stray
+    for x in workers:
+        left = {d for d in moved if x.name in served[d]}
+        released = before_end[x.name]["counters"].get("amqp_released_devices", 0)
+        assert released == len(left), (x.name, released, len(left))
+    assert all(c.get("amqp_strays", 0) == 0 for c in counters.values()), counters
+    print(
+        "rebalance:",
+        json.dumps({"moved": len(moved), "replay": fleet.summary, "counters": {
+            n: {k: v for k, v in c.items() if k.startswith(("amqp", "evicted"))}
+            for n, c in counters.items()}}),
+    )  # fmt: skip
+
+
+@pytest.mark.broker
+def test_a_connection_the_broker_closes_is_reopened_and_nothing_is_lost(
+    own_rabbit: LocalRabbit, deploy_dir, tiny_data: Path, tmp_path: Path
+) -> None:
+    rabbit = own_rabbit
+    declare(rabbit.amqp_url, 1)
+    deploy = deploy_dir("gru", None)
+    fleet = Fleet(deploy, tiny_data, rabbit)
+    worker = Worker(tmp_path / "w0", deploy, rabbit, 0, shards=1, standby=0)
+    try:
+        assert wait_until(lambda: worker.log_has("(primary)"), 90, step_s=0.2), worker.serve.tail()
+        pid = worker.serve.proc.pid
+        sender = fleet.replay_in_background(rabbit)
+        time.sleep(BREAK_AFTER_S)
+        assert wait_until(lambda: len(fleet.windows()) >= SMALL_DEVICES // 2, 30)
+        (connection,) = rabbit.amqp_connections()
+        rabbit.ctl("close_connection", connection, "edgelstm test: the connection breaks")
+        broken_at = time.monotonic()
+        broken_wall = time.time()
+        assert wait_until(lambda: rabbit.amqp_connections() not in ([], [connection]), 30)
+        reconnect_s = time.monotonic() - broken_at
+        assert reconnect_s < RECONNECT_LIMIT_S, reconnect_s
+        assert worker.serve.running and worker.serve.proc.pid == pid  # the same process
+
+        sender.join(SMALL_READINGS / SMALL_RATE_HZ + 60)
+        assert not sender.is_alive(), "the replay did not finish"
+
+        def complete() -> bool:
+            served = fleet.windows()
+            return all(
+                fleet.hop_starts[d] <= {b["window_start_ts"] for b in served[d]["w0"]}
+                for d in fleet.ts
+            )
+
+        assert wait_until(complete, 60, step_s=0.2), len(fleet.windows())
+        time.sleep(1.5)
+        stats = fleet.last_stats("w0")
+    finally:
+        code = worker.serve.stop(10)
+        fleet.recorder.close()
+    assert code == 0, worker.serve.tail()
+    served = fleet.check_windows_and_alerts([worker])
+    after = [
+        b["published_at"] - broken_wall
+        for by in served.values()
+        for b in by["w0"]
+        if b["published_at"] > broken_wall
+    ]
+    assert after, "no window after the connection broke"
+    counters = stats["counters"]
+    assert counters.get("amqp_disconnects", 0) >= 1, counters
+    # the same queue came back to the same worker: its re-delivered devices did not move
+    assert counters.get("amqp_moved_devices", 0) == 0 and counters.get("amqp_strays", 0) == 0
+    assert "failed or broke" in worker.serve.log and "retrying in" in worker.serve.log
+    # every hop-aligned window arrived (checked by complete()); repeats are windows that had
+    # closed while their acks were on the way when the connection went (reported)
+    repeated = sum(
+        len(by["w0"]) - len({b["window_start_ts"] for b in by["w0"]}) for by in served.values()
+    )
+    print(
+        "reconnect:",
+        json.dumps({"reconnect_s": round(reconnect_s, 2), "first_window_after_s": round(
+            min(after), 2), "repeated_windows": repeated, "replay": fleet.summary,
+            "counters": {k: v for k, v in counters.items()
+                         if k.startswith(("amqp", "reset", "dropped"))}}),
+    )  # fmt: skip
