@@ -1,9 +1,10 @@
 """The demo's live stage: a broker, `edgelstm serve` on the int8 student, the held-out test runs
 replayed into it (runtime.replay, in this process), and a recorder writing what the gateway
-published to runs/demo/live/.
+published to <runs>/live/.
 
-`python -m edge_lstm.reporting.demo_live --runs runs/demo --config configs/demo.yaml`
-(scripts/demo.sh calls it). `edgelstm report` reads the recordings: live/alerts.jsonl,
+`python -m edge_lstm.reporting.demo_live --runs runs/demo --config configs/demo.yaml` (the pump
+data; scripts/demo.sh calls it with the scenario's runs folder, config, speedup and
+`--drift-feature`). `edgelstm report` reads the recordings: live/alerts.jsonl,
 live/stats.jsonl, live/status.jsonl and live/summary.json. The broker, the serve subprocess and
 the recorder are the one gateway harness (edge_lstm/reporting/gateway_harness.py).
 """
@@ -40,13 +41,16 @@ ONLINE_TIMEOUT_S = 90.0
 QUIET_S = 10.0
 STOP_TIMEOUT_S = 15.0
 REPLAY_QOS = 1
-# one extra device: a normal test run whose DRIFT_FEATURE creeps DRIFT_SIGMAS training standard
-# deviations off over its first DRIFT_RAMP share of readings, then stays there (a sensor losing
-# its calibration); the drift monitor must flag it, and its windows are not scored
+# one extra device: a normal test run whose drift feature (--drift-feature, default
+# DRIFT_FEATURE, a pump channel) creeps DRIFT_SIGMAS training standard deviations off over its
+# first DRIFT_RAMP share of readings, then stays there (a sensor losing its calibration); the
+# drift monitor must flag it, and its windows are not scored
 DRIFT_FEATURE = "temp_bearing_nde"
+NO_DRIFT = "none"  # --drift-feature none: no drifting device
 DRIFT_SIGMAS = 6.0
 DRIFT_RAMP = 0.3
-# the drift monitor at demo scale: a run lasts ~12 s of wall time at 5x
+# the drift monitor at demo scale, in wall-clock seconds: the demo replays 50 readings/s per
+# device (pump 10 Hz at 5x, process 1/min at 3000x), so a run lasts 12-15 s of wall time
 DEMO_DRIFT = {
     "interval_s": 1.0,
     "half_life_s": 5.0,
@@ -103,19 +107,30 @@ def drifting_copy(run: Run, feature: int, offset: float, ramp_share: float) -> R
     return Run(f"drift-{run.run_id}", run.ts, values, run.labels)
 
 
+def check_drift_feature(feature: str | None, manifest: Manifest) -> None:
+    """Raises unless `feature` (None: no drifting device) is one of the model's features."""
+    if feature is not None and feature not in manifest.features:
+        raise EdgeLstmError(
+            f"--drift-feature {feature!r} is not a feature of the model (it has "
+            f"{', '.join(manifest.features)}); name one of them, or `{NO_DRIFT}` for no "
+            "drifting device (scripts/demo.sh: EDGELSTM_DEMO_DRIFT_FEATURE)"
+        )
+
+
 def _drifting_device(
-    runs: list[Run], held_out: HeldOutRuns, manifest: Manifest
+    runs: list[Run], held_out: HeldOutRuns, manifest: Manifest, feature: str | None
 ) -> tuple[Run, DriftingDevice] | None:
-    """A drifting copy of the first normal test run (None without one or without the
-    feature)."""
+    """A copy of the first normal test run whose `feature` drifts (None without a normal test
+    run, or for feature None)."""
+    check_drift_feature(feature, manifest)
     normal = manifest.classes[0]
     base = next((r for r in runs if all(label == normal for label in r.labels)), None)
-    if base is None or DRIFT_FEATURE not in manifest.features:
+    if base is None or feature is None:
         return None
-    k = manifest.features.index(DRIFT_FEATURE)
+    k = manifest.features.index(feature)
     run = drifting_copy(base, k, DRIFT_SIGMAS * manifest.norm_std[k], DRIFT_RAMP)
     windows = len(window_starts(len(run.ts), held_out.window, held_out.stride))
-    return run, DriftingDevice(run.run_id, base.run_id, DRIFT_FEATURE, DRIFT_SIGMAS, windows)
+    return run, DriftingDevice(run.run_id, base.run_id, feature, DRIFT_SIGMAS, windows)
 
 
 def _check_inputs(deploy_dir: Path, data_path: Path, artifact: str) -> None:
@@ -137,15 +152,16 @@ def replay_runs(
     broker: LocalBroker,
     speedup: float,
     timeout_s: float,
+    drift_feature: str | None = DRIFT_FEATURE,
 ) -> tuple[dict[str, Any], DriftingDevice | None]:
-    """Publishes the test runs and the drifting device (values in the manifest's feature order,
-    QoS 1) at `speedup` times their recorded rate; `Replayer.replay`'s counts and the drifting
-    device. Raises if it took over timeout_s."""
+    """Publishes the test runs and the device whose `drift_feature` drifts (None: none; values
+    in the manifest's feature order, QoS 1) at `speedup` times their recorded rate;
+    `Replayer.replay`'s counts and the drifting device. Raises if it took over timeout_s."""
     manifest = Manifest.load(deploy_dir)
     _, runs = load_runs(data_path, manifest.features, held_out.run_ids, held_out.columns)
     rate = rate_for_speedup(runs, speedup, data_path)
     devices = device_ids(runs, len(runs))
-    drifting = _drifting_device(runs, held_out, manifest)
+    drifting = _drifting_device(runs, held_out, manifest, drift_feature)
     if drifting is not None:
         devices.append((drifting[1].device_id, drifting[0]))
     publisher = Replayer(broker.host, broker.port, qos=REPLAY_QOS)
@@ -198,11 +214,18 @@ def _start_gateway(live: Path, deploy_dir: Path, broker: LocalBroker, artifact: 
 
 
 def run_live(
-    runs_dir: Path, config_path: Path, artifact: str, speedup: float, replay_timeout_s: float
+    runs_dir: Path,
+    config_path: Path,
+    artifact: str,
+    speedup: float,
+    replay_timeout_s: float,
+    drift_feature: str | None = DRIFT_FEATURE,
 ) -> dict[str, Any]:
-    """Runs the live stage and returns (and writes to live/summary.json) what happened."""
+    """Runs the live stage and returns (and writes to live/summary.json) what happened; the
+    extra device's `drift_feature` drifts (None: no such device)."""
     deploy_dir, data_path = runs_dir / "deploy", runs_dir / "data" / "sensors.parquet"
     _check_inputs(deploy_dir, data_path, artifact)
+    check_drift_feature(drift_feature, Manifest.load(deploy_dir))  # before a broker starts
     live = runs_dir / "live"
     shutil.rmtree(live, ignore_errors=True)
     live.mkdir(parents=True)
@@ -219,7 +242,7 @@ def run_live(
             )
             replay_started_at = time.time()
             replay, drifting = replay_runs(
-                data_path, deploy_dir, held_out, broker, speedup, replay_timeout_s
+                data_path, deploy_dir, held_out, broker, speedup, replay_timeout_s, drift_feature
             )
             _wait_for_windows(gateway, expected + (drifting.windows if drifting else 0))
         finally:
@@ -292,14 +315,28 @@ def _print_summary(summary: dict[str, Any], live: Path) -> None:
     show_default=True,
     help="Replay at X times the data's own rate.",
 )
+@click.option(
+    "--drift-feature",
+    default=DRIFT_FEATURE,
+    show_default=True,
+    help="Feature that drifts on the one extra replayed device (a copy of a normal test run), "
+    f"for the drift monitor to catch; `{NO_DRIFT}` for no such device. The default is a pump "
+    "channel: name one of your data's sensors for other data.",
+)
 @click.option("--timeout", "timeout_s", type=float, default=600.0, show_default=True)
 def main(
-    runs_dir: Path, config_path: Path, artifact: str, speedup: float, timeout_s: float
+    runs_dir: Path,
+    config_path: Path,
+    artifact: str,
+    speedup: float,
+    drift_feature: str,
+    timeout_s: float,
 ) -> None:
     """Serve the demo's student over a local broker and replay the held-out test runs into it."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    feature = None if drift_feature.lower() == NO_DRIFT else drift_feature
     try:
-        summary = run_live(runs_dir, config_path, artifact, speedup, timeout_s)
+        summary = run_live(runs_dir, config_path, artifact, speedup, timeout_s, feature)
     except (EdgeLstmError, EdgeRuntimeError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

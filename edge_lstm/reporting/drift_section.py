@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_lstm.reporting.markdown import markdown_table, num
+from edge_lstm.reporting.sensor_time import SECONDS, TimeUnit
 
 
 @dataclass
@@ -30,7 +31,7 @@ EVENT_HEADER = [
     "device",
     "run class",
     "event",
-    "s after start",
+    "wall s after replay start",
     "worst feature",
     "shift",
     "PSI",
@@ -51,24 +52,39 @@ def _event_row(e: dict[str, Any], started: float, run_class: dict[str, str]) -> 
     ]
 
 
+def _sensor_time(wall_s: float, speedup: float | None, unit: TimeUnit) -> str:
+    """' (about 40.0 s of sensor time at 5×)': wall seconds of a replay at `speedup` in the
+    data's own time; nothing without a speedup."""
+    if not speedup:
+        return ""
+    return f" (about {unit.text(wall_s * speedup, '.0f')} of sensor time at {speedup:g}×)"
+
+
 def drift_section(
     drifting: dict[str, Any] | None,
     seen: DriftSeen,
     started: float,
     run_class: dict[str, str],
+    *,
+    normal: str = "normal",
+    speedup: float | None = None,
+    unit: TimeUnit = SECONDS,
 ) -> list[str]:
     """Section 4b: the drifting device's events, the other devices' events (with each run's
-    true class, `run_class`), the fleet's confidence and class mix against validation at the
-    end of the replay."""
+    true class, `run_class`; `normal` is the no-fault class), the fleet's confidence and class
+    mix against validation at the end of the replay. Event times are wall-clock seconds after
+    the replay began (`started`); with the replay's `speedup` the drifting device's is also
+    given in sensor time, in `unit`."""
     if drifting is None and not seen.events and not seen.summaries:
         return []
     lines = ["## 4b. Drift monitor", ""]
     if drifting is not None:
         raised = seen.raised(drifting["device_id"])
+        after = raised[0]["published_at"] - started if raised else 0.0
         verdict = (
             f"raised a drift event on `{raised[0]['feature']}` (mean shift "
             f"{raised[0]['value']:.1f} training spreads) "
-            f"{raised[0]['published_at'] - started:.1f} s after the replay began"
+            f"{after:.1f} s after the replay began{_sensor_time(after, speedup, unit)}"
             if raised
             else "raised **no** drift event"
         )
@@ -81,12 +97,12 @@ def drift_section(
         ]
     others = [e for e in seen.events if drifting is None or e["device_id"] != drifting["device_id"]]
     others_raised = sorted({e["device_id"] for e in others if e["event"] == "raised"})
-    normal_raised = [d for d in others_raised if run_class.get(d) == "normal"]
+    normal_raised = [d for d in others_raised if run_class.get(d) == normal]
     listed = ", ".join(f"`{d}` ({run_class.get(d, '?')})" for d in others_raised)
     lines.append(
         f"Other devices with a drift event: {len(others_raised)}"
         + (f" ({listed})" if others_raised else "")
-        + f", of which {len(normal_raised)} on a normal run. A fault that moves a sensor (stuck, "
+        + f", of which {len(normal_raised)} on a {normal} run. A fault that moves a sensor (stuck, "
         "drifting) is input drift too. The decision is the largest feature mean shift against "
         "the spread of the training runs' block means (runtime/drift.py); PSI against the "
         "training split is shown beside it."

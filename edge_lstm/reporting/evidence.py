@@ -15,6 +15,7 @@ from typing import Any
 
 from edge_lstm.reporting.evaluate import default_out_dir
 from edge_lstm.reporting.markdown import markdown_table, num
+from edge_lstm.reporting.sensor_time import SECONDS, TimeUnit
 from edge_lstm.uncertainty import Interval, decimals_for
 
 
@@ -51,15 +52,16 @@ def demo_models(runs_dir: Path, manifest: dict[str, Any], served: str) -> list[S
     return [s for label, path in wanted if (s := read_scored(label, path)) is not None]
 
 
-def hop_note(models: list[Scored]) -> str:
-    """The debounce rule and hop the offline detection used, from the first model's figures."""
+def hop_note(models: list[Scored], unit: TimeUnit = SECONDS) -> str:
+    """The debounce rule and hop the offline detection used, from the first model's figures
+    (the hop in `unit`)."""
     d = next((m.figures["detection"] for m in models if m.figures.get("detection")), None)
     if d is None:
         return "no detection figures"
     rule = d["debounce"]
     return (
         f"k = {rule['k']} agreeing windows at probability ≥ {rule['threshold']:g}, one window "
-        f"every {d['hop_readings']} readings = {d['hop_s']:g} s"
+        f"every {d['hop_readings']} readings = {unit.value(d['hop_s'], 'g')} {unit.symbol}"
     )
 
 
@@ -135,12 +137,12 @@ def _score_row(s: Scored) -> list[str]:
     ]
 
 
-def _detection_row(s: Scored) -> list[str]:
+def _detection_row(s: Scored, unit: TimeUnit) -> list[str]:
     d = s.figures.get("detection") or {}
     return [
         s.label,
         f"{d.get('detected_runs', 0)} / {d.get('fault_runs', 0)}",
-        num(d.get("median_delay_s"), ".1f"),
+        unit.value(d.get("median_delay_s")),
         str(d.get("false_alarms", 0)),
         num(d.get("normal_hours"), ".2f"),
         num(d.get("false_alarms_per_hour"), ".1f"),
@@ -164,8 +166,9 @@ def compare(deep: Scored, base: Scored, keys: tuple[str, str], what: str) -> str
 VERDICTS = ((("intervals", "macro_f1"), "Macro-F1"), (("onset", "accuracy"), "Onset accuracy"))
 
 
-def evidence_section(models: list[Scored]) -> list[str]:
-    """Section 1b: the evidence table, the detection table and the verdicts under them."""
+def evidence_section(models: list[Scored], unit: TimeUnit = SECONDS) -> list[str]:
+    """Section 1b: the evidence table, the detection table and the verdicts under them (delays
+    and the hop in `unit` of sensor time)."""
     rows = with_baseline(models)
     base = rows[-1] if len(rows) > len(models) else None
     if not rows:
@@ -195,13 +198,20 @@ def evidence_section(models: list[Scored]) -> list[str]:
         ),
         "",
         f"Offline detection: each run's windows in time order through the gateway's debounce "
-        f"rule ({hop_note(models)}). Delay: fault onset → end of the window that raised the right "
-        "class. False alarms: alerts on normal runs or before the onset, per hour of normal "
-        "readings.",
+        f"rule ({hop_note(models, unit)}). Delay: fault onset → end of the window that raised "
+        "the right class. False alarms: alerts on normal runs or before the onset, per hour of "
+        "normal readings.",
         "",
         markdown_table(
-            ["model", "faults detected", "median delay s", "false alarms", "normal h", "per h"],
-            [_detection_row(s) for s in rows],
+            [
+                "model",
+                "faults detected",
+                f"median delay {unit.symbol}",
+                "false alarms",
+                "normal h",
+                "per h",
+            ],
+            [_detection_row(s, unit) for s in rows],
         ),
     ]
     if base is not None:

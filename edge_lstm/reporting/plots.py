@@ -8,21 +8,27 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.plotting import pyplot, save_figure
+from edge_lstm.reporting.sensor_time import SECONDS, TimeUnit
 
 
-def plot_delays(table: list[dict[str, Any]], path: Path) -> Path:
-    """Median detection delay per class with min–max whiskers; missed runs annotated."""
+def plot_delays(table: list[dict[str, Any]], path: Path, unit: TimeUnit = SECONDS) -> Path:
+    """Median detection delay per class with min–max whiskers, in `unit`; missed runs
+    annotated."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(table), 3) + 1.5))
     names = [row["class"] for row in table]
-    med = [row["median_s"] or 0.0 for row in table]
-    lo = [(row["median_s"] or 0.0) - (row["min_s"] or 0.0) for row in table]
-    hi = [(row["max_s"] or 0.0) - (row["median_s"] or 0.0) for row in table]
+
+    def at(row: dict[str, Any], key: str) -> float:
+        return (row[key] or 0.0) / unit.seconds
+
+    med = [at(row, "median_s") for row in table]
+    lo = [at(row, "median_s") - at(row, "min_s") for row in table]
+    hi = [at(row, "max_s") - at(row, "median_s") for row in table]
     y = np.arange(len(table))
     ax.barh(y, med, xerr=[lo, hi], color="#4c72b0", capsize=3)
     for i, row in enumerate(table):
         ax.text(
-            row["max_s"] or 0.0,
+            at(row, "max_s"),
             i,
             f"   {row['detected']}/{row['runs']} detected",
             va="center",
@@ -31,7 +37,7 @@ def plot_delays(table: list[dict[str, Any]], path: Path) -> Path:
     ax.margins(x=0.15)
     ax.set_yticks(y, labels=names)
     ax.invert_yaxis()
-    ax.set_xlabel("seconds from fault onset to the first correct alert (sensor time)")
+    ax.set_xlabel(f"{unit.word} from fault onset to the first correct alert (sensor time)")
     ax.set_title("Detection delay per fault class (median, min–max)")
     return save_figure(fig, path)
 

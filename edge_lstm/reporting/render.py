@@ -17,6 +17,7 @@ from edge_lstm.reporting.drift_section import DriftSeen, drift_section
 from edge_lstm.reporting.evidence import Scored, evidence_section
 from edge_lstm.reporting.markdown import markdown_table, matrix_table, num
 from edge_lstm.reporting.recordings import LiveWindows
+from edge_lstm.reporting.sensor_time import TimeUnit, delay_unit, duration_text, rate_text
 from edge_lstm.units import human_size
 
 
@@ -48,6 +49,16 @@ class ReportInputs:
     def false_alarms(self) -> int:
         return sum(r.false_alarms for r in self.rows)
 
+    @property
+    def sample_period_s(self) -> float | None:
+        """The data's reading period (the manifest's; None in folders exported before it)."""
+        return self.manifest.get("sample_period_s")
+
+    @property
+    def unit(self) -> TimeUnit:
+        """The unit of sensor time the delays are written in: seconds or minutes."""
+        return delay_unit(self.sample_period_s)
+
 
 def render(r: ReportInputs) -> str:
     """The whole of report.md."""
@@ -74,7 +85,27 @@ def _header(r: ReportInputs) -> list[str]:
         f"**{r.manifest['model_name']} {r.manifest['model_version']}**, artifact "
         f"`{r.summary['artifact']}`, broker **{r.summary['broker']}**.",
         "",
+        _data_line(r),
+        "",
     ]
+
+
+def _readings(n: int | None, period_s: float | None) -> str:
+    """'120 readings (2 h)'; without the duration when the period is unknown."""
+    if n is None:
+        return "? readings"
+    return f"{n} readings" + (f" ({duration_text(n * period_s)})" if period_s else "")
+
+
+def _data_line(r: ReportInputs) -> str:
+    """What the data is, from the manifest: sensors, reading rate, classes, window and hop."""
+    m, period = r.manifest, r.sample_period_s
+    return (
+        f"Data: {len(m.get('features') or [])} sensors, {rate_text(period)}; "
+        f"{len(r.classes)} classes ({r.classes[0]} and {len(r.classes) - 1} faults). Windows of "
+        f"{_readings(m.get('window'), period)}, a new one every "
+        f"{_readings(m.get('hop'), period)}. Sensor times are given in {r.unit.word}."
+    )
 
 
 def _summary(r: ReportInputs) -> list[str]:
@@ -97,8 +128,8 @@ def _summary(r: ReportInputs) -> list[str]:
         f"**{r.agree_pct:.2f} %** of {agree.get('matched', 0)} windows (max probability "
         f"difference {num(agree.get('max_abs_prob_diff'), '.2e')}).",
         f"- Alerts: {detected} of {fault_runs} faulty runs alerted with the right class, median "
-        f"delay {num(median_delay, '.1f')} s after the "
-        f"fault onset; {r.false_alarms} false alarm(s).",
+        f"delay {r.unit.text(median_delay)} of sensor time after the fault onset; "
+        f"{r.false_alarms} false alarm(s).",
         f"- Gateway latency, reading received → inference start p50 {num(e2e.get('p50'), '.3f')}"
         f" ms / p99 {num(e2e.get('p99'), '.3f')} ms; inference p50 "
         f"{num(infer.get('p50'), '.3f')} ms / p99 {num(infer.get('p99'), '.3f')} ms.",
@@ -116,7 +147,7 @@ def _pipeline(r: ReportInputs) -> list[str]:
         *pipeline_section(r.runs_dir),
         *quantization_section(r.manifest),
         "",
-        *evidence_section(r.evidence),
+        *evidence_section(r.evidence, r.unit),
     ]
 
 
@@ -264,9 +295,10 @@ def _live(r: ReportInputs) -> list[str]:
         "## 2. The live gateway against ground truth",
         "",
         f"The held-out test runs were replayed over MQTT ({r.summary['broker']}) as live devices "
-        f"at {r.summary['speedup']:g}× their recorded rate, and `edgelstm serve` published every "
-        "window's class (`emit: all`). Each result is scored against the label of the "
-        "window's last reading, exactly as offline.",
+        f"at {r.summary['speedup']:g}× their recorded rate{_replay_pace(r)}, and `edgelstm "
+        "serve` published every window's class "
+        "(`emit: all`). Each result is scored against the label of the window's last reading, "
+        "exactly as offline.",
         "",
         "![live confusion matrix](live_confusion.png)",
         "",
@@ -288,6 +320,15 @@ def _live(r: ReportInputs) -> list[str]:
         batch_note(precision, agree),
         "",
     ]
+
+
+def _replay_pace(r: ReportInputs) -> str:
+    """' (one reading every 1 min, so 50 readings/s per device)' for a known sample period,
+    else nothing."""
+    if not r.sample_period_s:
+        return ""
+    per_s = r.summary["speedup"] / r.sample_period_s
+    return f" ({rate_text(r.sample_period_s)}, so {per_s:.3g} readings/s per device)"
 
 
 def batch_note(precision: str, agree: dict[str, Any]) -> str:
@@ -320,31 +361,41 @@ def _alerts(r: ReportInputs) -> list[str]:
     ]
 
 
-def _delay_row(d: dict[str, Any]) -> list[str]:
+def _delay_row(d: dict[str, Any], unit: TimeUnit) -> list[str]:
     return [
         d["class"],
         str(d["runs"]),
         str(d["detected"]),
         str(d["missed"]),
         str(d["false_alarms"]),
-        num(d["median_s"], ".1f"),
-        num(d["min_s"], ".1f"),
-        num(d["max_s"], ".1f"),
+        unit.value(d["median_s"]),
+        unit.value(d["min_s"]),
+        unit.value(d["max_s"]),
     ]
 
 
 def _delay(r: ReportInputs) -> list[str]:
+    u = r.unit.symbol
     return [
         "## 4. Detection delay",
         "",
-        "Seconds of sensor time from a fault's first labelled reading to the end of the window "
-        "whose result raised the right alert. It includes the time a window needs to contain "
-        "enough faulty readings and the debounce (k agreeing windows, one per hop); the "
-        "gateway's own processing adds milliseconds (section 5).",
+        f"{r.unit.word.capitalize()} of sensor time from a fault's first labelled reading to the "
+        "end of the window whose result raised the right alert. It includes the time a window "
+        "needs to contain enough faulty readings and the debounce (k agreeing windows, one per "
+        "hop); the gateway's own processing adds milliseconds (section 5).",
         "",
         markdown_table(
-            ["fault", "runs", "detected", "missed", "false alarms", "median s", "min s", "max s"],
-            [_delay_row(d) for d in r.delays],
+            [
+                "fault",
+                "runs",
+                "detected",
+                "missed",
+                "false alarms",
+                f"median {u}",
+                f"shortest {u}",
+                f"longest {u}",
+            ],
+            [_delay_row(d, r.unit) for d in r.delays],
         ),
         "",
         "![detection delay](detection_delay.png)" if r.delays else "",
@@ -355,7 +406,15 @@ def _delay(r: ReportInputs) -> list[str]:
 def _drift(r: ReportInputs) -> list[str]:
     run_class = {row.run_id: row.true_class for row in r.rows}
     started = r.summary.get("replay_started_at", 0.0)
-    return drift_section(r.summary.get("drifting_device"), r.drift, started, run_class)
+    return drift_section(
+        r.summary.get("drifting_device"),
+        r.drift,
+        started,
+        run_class,
+        normal=r.classes[0],
+        speedup=r.summary.get("speedup"),
+        unit=r.unit,
+    )
 
 
 def _latency_row(stage: str, v: dict[str, Any]) -> list[str]:

@@ -1,6 +1,8 @@
-"""The demo report (runs/demo/report.md + PNGs): what a reliability engineer needs to trust the
-pipeline — models side by side, the live gateway's results against ground truth and against
-the offline evaluation of the same model, detection delay per fault, runtime latency.
+"""The demo report (<runs>/report.md + PNGs; runs/process, or runs/demo for the pump demo):
+what a reliability engineer needs to trust the pipeline — models side by side, the live
+gateway's results against ground truth and against the offline evaluation of the same model,
+detection delay per fault, runtime latency. Sensor times are in the data's own unit
+(edge_lstm/reporting/sensor_time.py).
 
 Inputs are the files the demo stages leave in the runs folder: student/comparison.json,
 teacher/metrics.json, deploy/manifest.json, data/sensors.parquet and live/*.jsonl +
@@ -111,7 +113,7 @@ def write_plots(r: ReportInputs) -> None:
         title="Live alerts per replayed run (column: first alert after onset)",
     )
     if r.delays:
-        plot_delays(r.delays, r.runs_dir / "detection_delay.png")
+        plot_delays(r.delays, r.runs_dir / "detection_delay.png", r.unit)
     if r.latency:
         plot_latency(r.latency, r.runs_dir / "latency.png")
 

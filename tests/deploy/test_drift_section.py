@@ -44,3 +44,22 @@ def test_the_section_says_whether_the_drifting_device_raised_and_who_else_did() 
     quiet = "\n".join(drift_section(drifting, DriftSeen([], [summary]), 100.0, classes))
     assert "raised **no** drift event" in quiet
     assert drift_section(None, DriftSeen([], []), 0.0, {}) == []
+
+
+def test_the_section_gives_sensor_time_and_the_data_s_own_normal_class() -> None:
+    from edge_lstm.reporting.sensor_time import MINUTES, SECONDS
+
+    drifting = {"device_id": "drift-r0", "run_id": "r0", "feature": "temp", "sigmas": 6.0}
+    seen = DriftSeen.split([_event("drift-r0", 5.2, 108.0), _event("r2", 4.4, 109.0)])
+    classes = {"r0": "healthy", "r2": "healthy"}
+    pump = "\n".join(drift_section(drifting, seen, 100.0, classes, speedup=5.0, unit=SECONDS))
+    assert "8.0 s after the replay began (about 40 s of sensor time at 5×)" in pump
+    assert "of which 0 on a normal run" in pump  # `healthy` is not the default normal class
+    process = "\n".join(
+        drift_section(
+            drifting, seen, 100.0, classes, normal="healthy", speedup=3000.0, unit=MINUTES
+        )
+    )
+    assert "8.0 s after the replay began (about 400 min of sensor time at 3000×)" in process
+    assert "drift event: 1 (`r2` (healthy)), of which 1 on a healthy run" in process
+    assert "| wall s after replay start |" in process
