@@ -14,10 +14,13 @@ def tiny_config_for(
     cell: str = "gru",
     layers: int = 1,
     hidden_size: int | None = None,
-    window_stats: bool = False,
+    window_stats: bool | None = None,
 ):
-    """`cfg` with the student's cell, layer count, statistics and (optionally) width replaced."""
-    update = {"cell": cell, "layers": layers, "window_stats": window_stats}
+    """`cfg` with the student's cell and layer count replaced, and its width and statistics
+    where given (None keeps the config's)."""
+    update: dict = {"cell": cell, "layers": layers}
+    if window_stats is not None:
+        update["window_stats"] = window_stats
     if hidden_size:
         update["hidden_size"] = hidden_size
     student = cfg.student.model_copy(update=update)
@@ -34,7 +37,7 @@ def make_tiny_checkpoint(
     epochs: int = 0,
     data=None,
     hidden_size: int | None = None,
-    window_stats: bool = False,
+    window_stats: bool | None = None,
 ) -> Path:
     """Saves a small teacher or student (trained `epochs` epochs, 0 = random init) with the
     metadata `edgelstm export` needs; returns the checkpoint folder."""
@@ -80,7 +83,7 @@ def make_tiny_deploy_dir(
     cell: str = "gru",
     layers: int = 1,
     hop: int | None = None,
-    window_stats: bool = False,
+    window_stats: bool | None = None,
 ) -> Path:
     """A deployment folder (model.onnx, step.onnx, manifest.json) of an untrained student."""
     from converters.export_onnx import export
