@@ -149,18 +149,44 @@ def _detection_row(s: Scored, unit: TimeUnit) -> list[str]:
     ]
 
 
+# what a deep model must show to earn its place beside the baseline: this many points ahead,
+# with the intervals apart
+TARGET_POINTS = 2.0
+
+
 def compare(deep: Scored, base: Scored, keys: tuple[str, str], what: str) -> str:
-    """One sentence comparing `deep` with the baseline on `keys`, as the intervals allow."""
+    """One sentence comparing `deep` with the baseline on `keys`, as the intervals allow, and
+    whether that meets the target (TARGET_POINTS ahead, intervals apart)."""
     a, b = deep.interval(*keys), base.interval(*keys)
     if a is None or b is None:
         return ""
     gap = (a.estimate - b.estimate) * 100
     head = f"{what}: {deep.label} − baseline = {gap:+.1f} points"
+    met = a.low > b.high and gap >= TARGET_POINTS
+    target = (
+        f"target (≥ {TARGET_POINTS:g} points ahead, intervals apart) {'met' if met else 'missed'}"
+    )
     if a.low > b.high:
-        return f"{head}, intervals apart: {deep.label} is ahead on these runs"
+        return f"{head}, intervals apart: {deep.label} is ahead on these runs; {target}"
     if b.low > a.high:
-        return f"{head}, intervals apart: the baseline is ahead on these runs"
-    return f"{head}, intervals overlap: neither is shown to be better on these runs"
+        return f"{head}, intervals apart: the baseline is ahead on these runs; {target}"
+    return f"{head}, intervals overlap: neither is shown to be better on these runs; {target}"
+
+
+def compare_detection(deep: Scored, base: Scored, unit: TimeUnit) -> str:
+    """Whether `deep` detects faults sooner than the baseline with no more false alarms per
+    hour of normal readings (one run's debounce each, so a point figure, no interval)."""
+    a, b = deep.figures.get("detection") or {}, base.figures.get("detection") or {}
+    da, db = a.get("median_delay_s"), b.get("median_delay_s")
+    if da is None or db is None:
+        return ""
+    fa, fb = a.get("false_alarms_per_hour") or 0.0, b.get("false_alarms_per_hour") or 0.0
+    met = da < db and fa <= fb
+    return (
+        f"Detection: {deep.label} median delay {unit.value(da)} {unit.symbol} against the "
+        f"baseline's {unit.value(db)} {unit.symbol}, false alarms {fa:.1f} against {fb:.1f} per "
+        f"h; target (sooner, no more false alarms) {'met' if met else 'missed'}"
+    )
 
 
 VERDICTS = ((("intervals", "macro_f1"), "Macro-F1"), (("onset", "accuracy"), "Onset accuracy"))
@@ -218,8 +244,11 @@ def evidence_section(models: list[Scored], unit: TimeUnit = SECONDS) -> list[str
         verdicts = [
             v
             for deep in models
-            for keys, what in VERDICTS
-            if (v := compare(deep, base, keys, what))
+            for v in [
+                *(compare(deep, base, keys, what) for keys, what in VERDICTS),
+                compare_detection(deep, base, unit),
+            ]
+            if v
         ]
         lines += ["", *[f"- {v}." for v in verdicts]]
     lines.append("")

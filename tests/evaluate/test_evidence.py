@@ -10,10 +10,12 @@ from edge_lstm.reporting.evidence import (
     Scored,
     cell,
     compare,
+    compare_detection,
     demo_models,
     evidence_json,
     evidence_section,
 )
+from edge_lstm.reporting.sensor_time import SECONDS
 from edge_lstm.uncertainty import Interval
 
 
@@ -62,6 +64,26 @@ def test_verdict_says_ahead_only_when_the_intervals_are_apart() -> None:
     assert "+6.0 points" in compare(ahead, base, keys, "Macro-F1")
     assert "intervals overlap: neither" in compare(close, base, keys, "Macro-F1")
     assert "the baseline is ahead" in compare(behind, base, keys, "Macro-F1")
+    assert compare(ahead, base, keys, "Macro-F1").endswith("intervals apart) met")
+    for other in (close, behind):
+        assert compare(other, base, keys, "Macro-F1").endswith("intervals apart) missed")
+    # intervals apart but less than 2 points ahead: ahead, and still short of the target
+    narrow = Scored("narrow", _figures((0.935, 0.925, 0.94), (0.9, 0.85, 0.95)))
+    tight_base = Scored("gbm", _figures((0.92, 0.915, 0.922), (0.8, 0.7, 0.9)))
+    verdict = compare(narrow, tight_base, keys, "Macro-F1")
+    assert "narrow is ahead" in verdict and verdict.endswith("missed")
+
+
+def test_detection_target_needs_sooner_alerts_and_no_more_false_alarms() -> None:
+    base = Scored("gbm", _figures((0.9, 0.88, 0.92), (0.8, 0.7, 0.9)))
+    sooner = Scored("student", _figures((0.9, 0.88, 0.92), (0.8, 0.7, 0.9)))
+    sooner.figures["detection"]["median_delay_s"] = 2.0
+    assert compare_detection(sooner, base, SECONDS).endswith("met")
+    sooner.figures["detection"]["false_alarms_per_hour"] = 3.0
+    assert compare_detection(sooner, base, SECONDS).endswith("missed")
+    same = Scored("same", _figures((0.9, 0.88, 0.92), (0.8, 0.7, 0.9)))
+    text = compare_detection(same, base, SECONDS)
+    assert "median delay 3.0 s against the baseline's 3.0 s" in text and text.endswith("missed")
 
 
 def test_cells_print_the_decimals_the_interval_supports() -> None:
