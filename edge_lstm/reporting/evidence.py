@@ -145,7 +145,7 @@ def _detection_row(s: Scored, unit: TimeUnit) -> list[str]:
         unit.value(d.get("median_delay_s")),
         str(d.get("false_alarms", 0)),
         num(d.get("normal_hours"), ".2f"),
-        num(d.get("false_alarms_per_hour"), ".1f"),
+        num(d.get("false_alarms_per_hour"), ".2f"),
     ]
 
 
@@ -184,7 +184,7 @@ def compare_detection(deep: Scored, base: Scored, unit: TimeUnit) -> str:
     met = da < db and fa <= fb
     return (
         f"Detection: {deep.label} median delay {unit.value(da)} {unit.symbol} against the "
-        f"baseline's {unit.value(db)} {unit.symbol}, false alarms {fa:.1f} against {fb:.1f} per "
+        f"baseline's {unit.value(db)} {unit.symbol}, false alarms {fa:.2f} against {fb:.2f} per "
         f"h; target (sooner, no more false alarms) {'met' if met else 'missed'}"
     )
 

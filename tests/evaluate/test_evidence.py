@@ -101,7 +101,7 @@ def test_section_shows_every_model_beside_the_baseline(tmp_path: Path) -> None:
     assert "| teacher | 1485 | 0.986 [0.975, 0.993]" in text
     assert "| gbm-window-stats (baseline) |" in text
     assert "0.070 → 0.004 (T = 0.59)" in text
-    assert "| teacher | 23 / 24 | 3.0 | 1 | 0.50 | 2.0 |" in text
+    assert "| teacher | 23 / 24 | 3.0 | 1 | 0.50 | 2.00 |" in text
     assert "k = 3 agreeing windows at probability ≥ 0.6" in text
     assert "Macro-F1: teacher − baseline = +0.9 points, intervals overlap" in text
     figures = evidence_json(models)
