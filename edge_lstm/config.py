@@ -150,6 +150,9 @@ class TeacherConfig(_Strict):
     relative_input: bool = Field(
         False, description="the LSTM reads each reading minus the window's first"
     )
+    head_hidden: int = Field(
+        0, ge=0, le=4096, description="0 = linear head; else one ReLU layer this wide"
+    )
 
 
 class StudentConfig(_Strict):

@@ -32,7 +32,8 @@ class AttentionPooling(nn.Module):
 
 
 class Teacher(nn.Module):
-    """BiLSTM → LayerNorm → attention pooling → LayerNorm (+ window statistics) → dropout → head."""
+    """BiLSTM → LayerNorm → attention pooling → LayerNorm (+ window statistics) → dropout →
+    linear or one-hidden-layer head."""
 
     def __init__(self, n_features: int, n_classes: int, cfg: TeacherConfig) -> None:
         super().__init__()
@@ -56,7 +57,11 @@ class Teacher(nn.Module):
         if cfg.window_stats:
             self.stats_norm = nn.LayerNorm(n_stats_features(n_features))
             width += n_stats_features(n_features)
-        self.head = nn.Linear(width, n_classes)
+        self.head: nn.Module = nn.Linear(width, n_classes)
+        if cfg.head_hidden > 0:  # non-linear in the statistics, as trees on them are
+            self.head = nn.Sequential(
+                nn.Linear(width, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, n_classes)
+            )
         self._init_lstm()
 
     @property

@@ -3,6 +3,7 @@ batch perfectly."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from edge_lstm.config import TeacherConfig
@@ -108,14 +109,18 @@ def test_attention_is_trained() -> None:
         assert grad is not None and grad.abs().sum() > 0, name
 
 
-def test_tiny_teacher_overfits_a_tiny_batch() -> None:
+@pytest.mark.parametrize(
+    "extra", [{}, {"window_stats": True, "relative_input": True, "head_hidden": 16}]
+)
+def test_tiny_teacher_overfits_a_tiny_batch(extra: dict) -> None:
+    """Plain, and with the window statistics, relative input and a hidden head layer."""
     seed_everything(0)
     batch = synthetic_windows(32, seed=3)
     x, y = torch.from_numpy(batch.x), torch.from_numpy(batch.y)
     model = Teacher(
         N_FEATURES,
         N_CLASSES,
-        TeacherConfig(hidden_size=16, layers=1, dropout=0.0, attention_size=8),
+        TeacherConfig(hidden_size=16, layers=1, dropout=0.0, attention_size=8, **extra),
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.02)
     model.train()
