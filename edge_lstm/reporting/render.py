@@ -120,11 +120,11 @@ def _summary(r: ReportInputs) -> list[str]:
         "## Summary",
         "",
         f"- Live gateway, every window of {len(r.summary['runs'])} held-out runs: macro-F1 "
-        f"**{live['macro_f1']:.4f}**, accuracy {live['accuracy']:.4f} "
+        f"**{live['macro_f1']:.2f}**, accuracy {live['accuracy']:.2f} "
         f"({live['n']} windows; {counts.get('window', 0)} received of "
-        f"{r.summary['expected_windows']} expected).",
+        f"{r.summary['expected_windows']} expected; their 95 % intervals are in section 1b).",
         f"- Same windows evaluated offline with the same file: macro-F1 "
-        f"{r.offline_metrics['macro_f1']:.4f}; the live class equals the offline class on "
+        f"{r.offline_metrics['macro_f1']:.2f}; the live class equals the offline class on "
         f"**{r.agree_pct:.2f} %** of {agree.get('matched', 0)} windows (max probability "
         f"difference {num(agree.get('max_abs_prob_diff'), '.2e')}).",
         f"- Alerts: {detected} of {fault_runs} faulty runs alerted with the right class, median "
