@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from edge_lstm.config import StudentConfig
 from edge_lstm.models.window_stats import (
+    first_reading,
     n_stats_features,
     step_stats,
     window_stats,
@@ -102,7 +103,7 @@ class Student(nn.Module):
         stats = stats_state = None
         if self.cfg.window_stats:
             stats, stats_state = step_stats(x_t, state[-1])
-        inp = x_t - stats_state[0, :, : self.n_features] if self.cfg.relative_input else x_t
+        inp = x_t - first_reading(stats_state) if self.cfg.relative_input else x_t
         new_h: list[Tensor] = []
         new_c: list[Tensor] = []
         for k in range(self.layers):
@@ -117,14 +118,9 @@ class Student(nn.Module):
                 new_c.append(c)
             new_h.append(h)
             inp = h
-        recurrent = (
-            (torch.stack(new_h),)
-            if self.cell == "gru"
-            else (
-                torch.stack(new_h),
-                torch.stack(new_c),
-            )
-        )
+        recurrent: State = (torch.stack(new_h),)
+        if self.cell == "lstm":
+            recurrent += (torch.stack(new_c),)
         if stats_state is None:
             return self._logits(inp, None), recurrent
         return self._logits(inp, stats), (*recurrent, stats_state)

@@ -50,6 +50,12 @@ def zero_stats_state(n_features: int, batch: int, like: Tensor) -> Tensor:
     return like.new_zeros((1, batch, state_width(n_features)))
 
 
+def first_reading(state: Tensor) -> Tensor:
+    """The window's first reading [B, F] held in a statistics state [1, B, 5F + 1]."""
+    n_features = (state.shape[-1] - 1) // N_STATS
+    return state[0, :, :n_features]
+
+
 def step_stats(x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
     """Adds reading x_t[B, F] to state[1, B, 5F + 1]; returns (statistics [B, 5F], new state).
 
