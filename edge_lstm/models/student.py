@@ -93,10 +93,12 @@ class Student(nn.Module):
         with window_stats a zero 'stats' [1, batch, 5F + 1]."""
         weight = self.rnn.weight_hh_l0
         shape = (self.layers, batch, self.hidden_size)
-        recurrent = tuple(weight.new_zeros(shape) for _ in range(1 if self.cell == "gru" else 2))
-        if self.cfg.window_stats:
-            return (*recurrent, zero_stats_state(self.n_features, batch, weight))
-        return recurrent
+        return tuple(
+            zero_stats_state(self.n_features, batch, weight)
+            if name == "stats"
+            else weight.new_zeros(shape)
+            for name in self.state_names
+        )
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         """Advances every row by one reading x_t[B, F]; returns (logits[B, C], new state)."""
