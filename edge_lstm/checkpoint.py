@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.pt"
 META_FILE = "model.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: window_stats feeds log std (1 fed std); format 1 loads without them
 
 
 @dataclass
@@ -119,10 +119,16 @@ def read_meta(path: Path) -> CheckpointMeta:
     if not isinstance(raw, dict):
         raise CheckpointError(f"{meta_path}: expected a JSON object")
     version = raw.pop("format_version", None)
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
         raise CheckpointError(
             f"{meta_path}: checkpoint format {version!r} is not supported "
             f"(this edgelstm reads format {FORMAT_VERSION})"
+        )
+    model_config = raw.get("model_config")
+    if version == 1 and isinstance(model_config, dict) and model_config.get("window_stats"):
+        raise CheckpointError(
+            f"{meta_path}: a format-1 model with window_stats, whose head was trained on each "
+            "channel's std; this edgelstm feeds log std: train it again"
         )
     names = {f.name for f in fields(CheckpointMeta)}
     missing = sorted(names - raw.keys())

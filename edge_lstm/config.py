@@ -142,7 +142,12 @@ class TeacherConfig(_Strict):
 
     hidden_size: int = Field(128, ge=4, le=4096)
     layers: int = Field(2, ge=1, le=8)
-    dropout: float = Field(0.2, ge=0, lt=1)
+    dropout: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="between LSTM layers and on the pooled vector (not on the window statistics)",
+    )
     attention_size: int = Field(64, ge=4, le=4096)
     window_stats: bool = Field(
         False, description="feed the head the window's statistics beside the pooled sequence"
@@ -165,7 +170,7 @@ class StudentConfig(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     window_stats: bool = Field(
         False,
-        description="feed the head exact running window statistics (mean, std, last − first, "
+        description="feed the head exact running window statistics (mean, log std, last − first, "
         "max, min per channel) beside the hidden state; streamed as a 'stats' state",
     )
     relative_input: bool = Field(

@@ -32,7 +32,7 @@ class AttentionPooling(nn.Module):
 
 
 class Teacher(nn.Module):
-    """BiLSTM → LayerNorm → attention pooling → LayerNorm (+ window statistics) → dropout →
+    """BiLSTM → LayerNorm → attention pooling → LayerNorm → dropout (+ window statistics) →
     linear or one-hidden-layer head."""
 
     def __init__(self, n_features: int, n_classes: int, cfg: TeacherConfig) -> None:
@@ -100,7 +100,8 @@ class Teacher(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x[B, W, F] -> logits[B, C]."""
-        pooled = self.pooled_norm(self.attention(self._sequence(x)))
+        pooled = self.dropout(self.pooled_norm(self.attention(self._sequence(x))))
         if self.stats_norm is not None:
+            # never dropped: a single channel's log std can be the whole evidence for a class
             pooled = torch.cat([pooled, self.stats_norm(window_stats(x))], dim=1)
-        return self.head(self.dropout(pooled))
+        return self.head(pooled)

@@ -3,7 +3,8 @@ test runs, with run-level intervals, onset against steady-state windows, calibra
 offline detection figures — read from the metrics.json files `edgelstm evaluate` wrote.
 
 The verdict sentences are derived from the intervals, so the text never says more than the
-table under it.
+table under it, plus the paired model − baseline interval over the same run resamples where
+evaluate wrote one (`vs_baseline`; older metrics.json files lack it).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ DETECTION_KEYS = ("fault_runs", "detected_runs", "median_delay_s", "false_alarms
 
 def evidence_json(models: list[Scored]) -> dict[str, Any]:
     """report.json's evidence: each model's intervals, onset/steady accuracy, detection
-    headline and calibration, keyed by the report's label."""
+    headline, calibration and paired differences from the baseline, keyed by the report's
+    label."""
     out = {}
     for s in with_baseline(models):
         f = s.figures
@@ -94,6 +96,7 @@ def evidence_json(models: list[Scored]) -> dict[str, Any]:
             "steady_accuracy": (f.get("steady") or {}).get("accuracy"),
             "detection": {k: (f.get("detection") or {}).get(k) for k in DETECTION_KEYS},
             "calibration": f.get("calibration"),
+            "vs_baseline": f.get("vs_baseline"),
         }
     return out
 
@@ -154,23 +157,54 @@ def _detection_row(s: Scored, unit: TimeUnit) -> list[str]:
 TARGET_POINTS = 2.0
 
 
+# the figure in metrics.json's "vs_baseline" that pairs each compared figure with the baseline's
+PAIRED = {
+    ("intervals", "macro_f1"): "macro_f1",
+    ("intervals", "accuracy"): "accuracy",
+    ("onset", "accuracy"): "onset_accuracy",
+}
+
+
+def paired_clauses(paired: Interval | None) -> tuple[str, str, bool]:
+    """The paired interval of a difference in points, what it shows about 0, and whether it
+    excludes 0 (empty and False without one)."""
+    if paired is None:
+        return "", "", False
+    span = (
+        f" (paired {paired.level * 100:g} % interval {paired.low * 100:+.1f} to "
+        f"{paired.high * 100:+.1f} over the same runs)"
+    )
+    if paired.low > 0:
+        return span, "; the paired difference is above 0", True
+    if paired.high < 0:
+        return span, "; the paired difference is below 0", True
+    return span, "; the paired interval includes 0", False
+
+
 def compare(deep: Scored, base: Scored, keys: tuple[str, str], what: str) -> str:
     """One sentence comparing `deep` with the baseline on `keys`, as the intervals allow, and
-    whether that meets the target (TARGET_POINTS ahead, intervals apart)."""
+    whether that meets the target (TARGET_POINTS ahead, intervals apart), with the paired
+    interval of the difference when evaluate wrote it."""
     a, b = deep.interval(*keys), base.interval(*keys)
     if a is None or b is None:
         return ""
+    paired = deep.interval("vs_baseline", PAIRED[keys]) if keys in PAIRED else None
+    span, shows, excludes_zero = paired_clauses(paired)
     gap = (a.estimate - b.estimate) * 100
-    head = f"{what}: {deep.label} − baseline = {gap:+.1f} points"
+    head = f"{what}: {deep.label} − baseline = {gap:+.1f} points{span}"
     met = a.low > b.high and gap >= TARGET_POINTS
     target = (
         f"target (≥ {TARGET_POINTS:g} points ahead, intervals apart) {'met' if met else 'missed'}"
     )
     if a.low > b.high:
-        return f"{head}, intervals apart: {deep.label} is ahead on these runs; {target}"
-    if b.low > a.high:
-        return f"{head}, intervals apart: the baseline is ahead on these runs; {target}"
-    return f"{head}, intervals overlap: neither is shown to be better on these runs; {target}"
+        verdict = f"intervals apart: {deep.label} is ahead on these runs"
+    elif b.low > a.high:
+        verdict = "intervals apart: the baseline is ahead on these runs"
+    elif excludes_zero:
+        verdict = "intervals overlap"
+    else:
+        verdict = "intervals overlap: neither is shown to be better on these runs"
+    return f"{head}, {verdict}{shows}; {target}"
 
 
 def compare_detection(deep: Scored, base: Scored, unit: TimeUnit) -> str:

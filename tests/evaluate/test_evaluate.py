@@ -69,6 +69,7 @@ def test_evaluate_checkpoint_writes_json_and_png(tiny_teacher: Path, tiny_data: 
     assert calibration["temperature"] == 1.0 and calibration["before"] == calibration["after"]
     assert calibration["temperature_source"] == "none stored in a checkpoint"
     assert report["baseline"] is None and "baseline: skipped (--no-baseline)" in result.output
+    assert report["vs_baseline"] is None
     for text in ("95% CI", "onset windows", "steady windows", "fault runs detected", "T = 1 "):
         assert text in result.output
 
@@ -358,6 +359,17 @@ def test_onnx_report_scores_what_the_gateway_serves(
     assert baseline["onset"]["windows"] == onset["windows"]
     assert baseline["detection"]["fault_runs"] == detection["fault_runs"]
 
+    # model − baseline, paired over the same runs: the estimates are the differences of the rows
+    paired = report["vs_baseline"]
+    for name in ("accuracy", "macro_f1"):
+        _interval_holds(paired[name], report[name] - baseline[name])
+        assert paired[name]["units"] == len(runs)
+        assert paired[name]["n_boot"] == report["intervals"][name]["n_boot"]
+    base_hits = tiny_baseline.predict_proba(test.x).argmax(axis=1) == test.y
+    onset_gap = hits[test.onset].mean() - base_hits[test.onset].mean()
+    _interval_holds(paired["onset_accuracy"], onset_gap)
+    assert paired["onset_accuracy"]["units"] == onset_runs
+
 
 def test_a_baseline_stored_beside_a_teacher_is_used(
     tiny_teacher: Path, tiny_baseline, prepared_tiny, tmp_path: Path
@@ -369,10 +381,13 @@ def test_a_baseline_stored_beside_a_teacher_is_used(
     out = tmp_path / "eval"
     result = _run(str(teacher), "--out", str(out))
     assert result.exit_code == 0, result.output
-    baseline = json.loads((out / "metrics.json").read_text())["baseline"]
+    report = json.loads((out / "metrics.json").read_text())
+    baseline = report["baseline"]
     assert baseline["name"] == BASELINE_NAME
     assert baseline["source"] == f"loaded from {teacher / 'window-baseline'}"
     test = prepared_tiny.test
     predicted = tiny_baseline.predict_proba(test.x).argmax(axis=1)
     assert baseline["accuracy"] == pytest.approx(float(np.mean(predicted == test.y)))
     assert f"baseline {BASELINE_NAME} (loaded from" in result.output
+    assert "model − baseline, paired over the same" in result.output
+    assert report["vs_baseline"]["accuracy"]["units"] == len(set(test.run_ids.tolist()))

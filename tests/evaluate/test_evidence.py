@@ -74,6 +74,39 @@ def test_verdict_says_ahead_only_when_the_intervals_are_apart() -> None:
     assert "narrow is ahead" in verdict and verdict.endswith("missed")
 
 
+def _paired(estimate: float, low: float, high: float) -> dict:
+    """A vs_baseline block: the same paired difference for every figure."""
+    diff = _interval(estimate, low, high)
+    return {"macro_f1": diff, "accuracy": diff, "onset_accuracy": diff}
+
+
+def test_verdict_quotes_the_paired_interval_when_evaluate_wrote_one() -> None:
+    base = Scored("gbm", _figures((0.90, 0.87, 0.93), (0.8, 0.7, 0.9)))
+    student = Scored("student", _figures((0.941, 0.90, 0.97), (0.85, 0.75, 0.92)))
+    keys = ("intervals", "macro_f1")
+    old = compare(student, base, keys, "Macro-F1")  # a metrics.json from before vs_baseline
+    assert old == (
+        "Macro-F1: student − baseline = +4.1 points, intervals overlap: neither is shown to be "
+        "better on these runs; target (≥ 2 points ahead, intervals apart) missed"
+    )
+    student.figures["vs_baseline"] = _paired(0.041, 0.010, 0.073)
+    assert compare(student, base, keys, "Macro-F1") == (
+        "Macro-F1: student − baseline = +4.1 points (paired 95 % interval +1.0 to +7.3 over the "
+        "same runs), intervals overlap; the paired difference is above 0; target (≥ 2 points "
+        "ahead, intervals apart) missed"
+    )
+    student.figures["vs_baseline"] = _paired(0.041, -0.005, 0.08)
+    verdict = compare(student, base, keys, "Macro-F1")
+    assert "(paired 95 % interval -0.5 to +8.0 over the same runs)" in verdict
+    assert "neither is shown to be better on these runs; the paired interval includes 0" in verdict
+    student.figures["vs_baseline"] = _paired(-0.03, -0.05, -0.01)
+    assert "the paired difference is below 0; target" in compare(student, base, keys, "Macro-F1")
+    # onset accuracy is paired with vs_baseline's onset_accuracy
+    student.figures["vs_baseline"]["onset_accuracy"] = _interval(0.05, 0.02, 0.09)
+    onset = compare(student, base, ("onset", "accuracy"), "Onset accuracy")
+    assert "(paired 95 % interval +2.0 to +9.0" in onset and "above 0" in onset
+
+
 def test_detection_target_needs_sooner_alerts_and_no_more_false_alarms() -> None:
     base = Scored("gbm", _figures((0.9, 0.88, 0.92), (0.8, 0.7, 0.9)))
     sooner = Scored("student", _figures((0.9, 0.88, 0.92), (0.8, 0.7, 0.9)))
@@ -107,6 +140,11 @@ def test_section_shows_every_model_beside_the_baseline(tmp_path: Path) -> None:
     figures = evidence_json(models)
     assert list(figures) == ["teacher", "gbm-window-stats (baseline)"]
     assert figures["teacher"]["detection"]["false_alarms_per_hour"] == 2.0
+    assert figures["teacher"]["vs_baseline"] is None  # written before evaluate paired them
+    teacher["vs_baseline"] = _paired(0.009, 0.002, 0.016)
+    text = "\n".join(evidence_section(models))
+    assert "+0.9 points (paired 95 % interval +0.2 to +1.6 over the same runs)" in text
+    assert evidence_json(models)["teacher"]["vs_baseline"] == teacher["vs_baseline"]
 
 
 def test_demo_models_reads_what_the_demo_evaluated(tmp_path: Path) -> None:

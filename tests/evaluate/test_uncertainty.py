@@ -11,6 +11,7 @@ from edge_lstm.uncertainty import (
     confusion_by_run,
     decimals_for,
     macro_f1_from_confusion,
+    paired_bootstrap,
     resample_weights,
     run_bootstrap,
     run_strata,
@@ -75,8 +76,69 @@ def test_bad_input_is_refused() -> None:
         confusion_by_run(np.zeros(3, int), np.zeros(2, int), np.asarray(["a"] * 3), 2)
     with pytest.raises(EdgeLstmError, match="empty"):
         run_bootstrap(np.zeros(0, int), np.zeros(0, int), np.asarray([], str), 2)
+    with pytest.raises(EdgeLstmError, match="one entry per window"):
+        paired_bootstrap(
+            np.zeros(3, int), np.zeros(3, int), np.zeros(2, int), np.asarray(["a"] * 3), 2
+        )
     with pytest.raises(EdgeLstmError):
         summarize_seeds([])
+
+
+def _harder_runs(seed: int = 0, runs_per_class: int = 6, classes: int = 4, per_run: int = 40):
+    """Runs whose difficulty differs (right 55–100 % of the time), and a rival that makes the
+    same errors plus a few of its own: the two are correlated run by run."""
+    y, _, runs = _windows(seed, runs_per_class, classes, per_run)
+    rng = np.random.default_rng(seed + 1)
+    skill = np.repeat(rng.uniform(0.55, 1.0, classes * runs_per_class), per_run)
+    wrong = (y + 1) % classes
+    pred = np.where(rng.random(len(y)) < skill, y, wrong)
+    rival = np.where(rng.random(len(y)) < 0.06, wrong, pred)
+    return y, pred, rival, runs
+
+
+def test_identical_predictions_differ_by_exactly_zero() -> None:
+    y, pred, runs = _windows()
+    for interval in paired_bootstrap(y, pred, pred, runs, 4, n_boot=300).values():
+        assert (interval.estimate, interval.low, interval.high) == (0.0, 0.0, 0.0)
+        assert interval.units == 12 and interval.n_boot == 300
+
+
+def test_better_on_every_run_is_above_zero() -> None:
+    y, pred, runs = _windows()
+    worse = pred.copy()
+    for run in np.unique(runs):  # two more wrong windows in every run
+        right = np.flatnonzero((runs == run) & (pred == y))[:2]
+        worse[right] = (y[right] + 1) % 4
+    paired = paired_bootstrap(y, pred, worse, runs, 4, n_boot=500)
+    assert paired["accuracy"].estimate == pytest.approx(24 / len(y))
+    for interval in paired.values():
+        assert 0 < interval.low <= interval.estimate <= interval.high
+    assert paired_bootstrap(y, worse, pred, runs, 4, n_boot=500)["accuracy"].high < 0
+
+
+def test_paired_estimate_and_resamples_are_those_of_the_marginal_intervals() -> None:
+    y, pred, rival, runs = _harder_runs()
+    paired = paired_bootstrap(y, pred, rival, runs, 4, n_boot=400, seed=3)
+    own = run_bootstrap(y, pred, runs, 4, n_boot=400, seed=3)
+    other = run_bootstrap(y, rival, runs, 4, n_boot=400, seed=3)
+    for name in ("accuracy", "macro_f1"):
+        assert paired[name].estimate == pytest.approx(own[name].estimate - other[name].estimate)
+    # a rival wrong on every window scores 0 in every resample: the difference is the model's
+    always_wrong = paired_bootstrap(y, pred, (y + 1) % 4, runs, 4, n_boot=400, seed=3)
+    assert always_wrong["accuracy"] == own["accuracy"]
+
+
+def test_paired_interval_is_narrower_than_the_unpaired_one_for_correlated_models() -> None:
+    y, pred, rival, runs = _harder_runs()
+    paired = paired_bootstrap(y, pred, rival, runs, 4, n_boot=1000)
+    own = run_bootstrap(y, pred, runs, 4, n_boot=1000)
+    other = run_bootstrap(y, rival, runs, 4, n_boot=1000)
+    for name in ("accuracy", "macro_f1"):
+        width = paired[name].high - paired[name].low
+        a, b = own[name].high - own[name].low, other[name].high - other[name].low
+        assert width < 0.5 * np.hypot(a, b)  # independent resamples would give about hypot(a, b)
+        assert paired[name].low > 0  # the rival's extra errors are shown, though
+        assert own[name].low < other[name].high  # which the marginal intervals do not show
 
 
 def test_seed_summary_and_decimals() -> None:

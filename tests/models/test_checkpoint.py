@@ -118,6 +118,19 @@ def test_corrupt_or_incomplete_meta(student_dir: Path) -> None:
         load_checkpoint(student_dir)
 
 
+def test_format_1_loads_unless_its_head_was_trained_on_std(student_dir: Path) -> None:
+    """Format 2 changed only what window_stats feeds the head: other format-1 models load."""
+    meta_path = student_dir / META_FILE
+    raw = json.loads(meta_path.read_text())
+    assert not raw["model_config"]["window_stats"]
+    meta_path.write_text(json.dumps({**raw, "format_version": 1}))
+    assert load_checkpoint(student_dir).meta.name == raw["name"]
+    stats_config = {**raw["model_config"], "window_stats": True}
+    meta_path.write_text(json.dumps({**raw, "format_version": 1, "model_config": stats_config}))
+    with pytest.raises(CheckpointError, match="std; this edgelstm feeds log std: train it again"):
+        load_checkpoint(student_dir)
+
+
 def test_meta_that_does_not_match_the_weights(student_dir: Path) -> None:
     meta_path = student_dir / META_FILE
     raw = json.loads(meta_path.read_text())
