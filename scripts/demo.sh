@@ -165,10 +165,11 @@ stage "quantize dynamic" "$RUNS/deploy/step.int8-dynamic.onnx" \
 stage "quantize static" "$RUNS/deploy/step.int8-static.onnx" quantize_static
 
 SERVED="$(served_artifact)"
+# each with the baseline on the same windows: the report's paired model − baseline intervals
 stage "evaluate student (fp32 step graph)" "$RUNS/deploy/eval-test-step/metrics.json" \
-    "$EL" evaluate "$RUNS/deploy/step.onnx" --split test --no-baseline
+    "$EL" evaluate "$RUNS/deploy/step.onnx" --split test
 stage "evaluate served $SERVED" "$RUNS/deploy/eval-test-$SERVED/metrics.json" \
-    "$EL" evaluate "$RUNS/deploy/$SERVED.onnx" --split test --no-baseline
+    "$EL" evaluate "$RUNS/deploy/$SERVED.onnx" --split test
 
 WHY="$(tensorrt_missing)"
 if [ -z "$WHY" ]; then
