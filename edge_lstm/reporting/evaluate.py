@@ -300,8 +300,9 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"baseline {base['name']} ({base['source']}; ECE {calibration['ece']:.4f}, "
         f"Brier {calibration['brier']:.4f}):"
     )
+    paired = report.get("vs_baseline")  # absent from metrics.json files of older versions
     return [
         *lines,
         *(f"  {line}" for line in score_lines(base)),
-        vs_baseline_line(report["vs_baseline"]),
+        *([vs_baseline_line(paired)] if paired else []),
     ]

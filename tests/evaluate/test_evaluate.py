@@ -18,7 +18,7 @@ from edge_lstm.data.alignment import align_labels, align_windows
 from edge_lstm.data.normalization import Normalization
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.metrics import softmax
-from edge_lstm.reporting.evaluate import evaluate_artifact
+from edge_lstm.reporting.evaluate import evaluate_artifact, report_lines
 from edge_lstm.reporting.predictors import open_predictor
 from runtime.manifest import Manifest
 from tests.conftest import run_cli
@@ -391,3 +391,7 @@ def test_a_baseline_stored_beside_a_teacher_is_used(
     assert f"baseline {BASELINE_NAME} (loaded from" in result.output
     assert "model − baseline, paired over the same" in result.output
     assert report["vs_baseline"]["accuracy"]["units"] == len(set(test.run_ids.tolist()))
+    # a metrics.json of an earlier version has no paired figures: its summary still prints
+    older = {k: v for k, v in report.items() if k != "vs_baseline"}
+    lines = report_lines(older)
+    assert lines[-1].startswith("  ") and not any("paired" in line for line in lines)
