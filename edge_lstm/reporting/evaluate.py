@@ -103,7 +103,8 @@ def model_view(predictor: Predictor, prepared: Any, split: str) -> tuple[np.ndar
 
 
 def split_windows(prepared: Any, split: str, cfg: Config, rule: DebounceConfig) -> SplitWindows:
-    """Runs, ends, onset flags and ground truth of the split's windows."""
+    """Runs, ends, onset flags and ground truth of the split's windows, and the hop they were
+    cut at (data.train_stride for the train split, when set)."""
     windows = prepared.split(split)
     runs = sorted(set(np.asarray(windows.run_ids).astype(str).tolist()))
     data = cfg.data
@@ -115,7 +116,7 @@ def split_windows(prepared: Any, split: str, cfg: Config, rule: DebounceConfig) 
             prepared.readings, data.run_column, data.timestamp_column, data.label_column, runs
         ),
         rule=rule,
-        hop_readings=data.stride,
+        hop_readings=(data.train_stride or data.stride) if split == "train" else data.stride,
         sample_period_s=prepared.sample_period_s,
     )
 

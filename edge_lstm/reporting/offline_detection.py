@@ -134,8 +134,8 @@ def detection_lines(detection: dict[str, Any]) -> list[str]:
     rate = detection["false_alarms_per_hour"]
     lines = [
         f"detection (gateway debounce k={rule['k']}, threshold {rule['threshold']:g}; windows "
-        f"every {detection['hop_readings']} readings = {detection['hop_s']:g} s, the config's "
-        "data.stride, not necessarily the live hop): "
+        f"every {detection['hop_readings']} readings = {detection['hop_s']:g} s, the split's "
+        "stride in the config, not necessarily the live hop): "
         f"{detection['detected_runs']}/{detection['fault_runs']} fault runs detected with the "
         f"right class, median delay {_seconds(detection['median_delay_s'])}; "
         f"{detection['false_alarms']} false alarms over {detection['normal_hours']:.2f} h of "

@@ -395,3 +395,17 @@ def test_a_baseline_stored_beside_a_teacher_is_used(
     older = {k: v for k, v in report.items() if k != "vs_baseline"}
     lines = report_lines(older)
     assert lines[-1].startswith("  ") and not any("paired" in line for line in lines)
+
+
+def test_detection_states_the_hop_the_split_was_cut_at(tiny_config, tiny_data: Path) -> None:
+    """Training windows at a finer train_stride are replayed at that hop, and say so."""
+    from edge_lstm.data.prepare import prepare_data
+    from edge_lstm.reporting.evaluate import debounce_rule, split_windows
+
+    stride = tiny_config.data.stride
+    data = tiny_config.data.model_copy(update={"train_stride": max(1, stride // 2)})
+    cfg = tiny_config.model_copy(update={"data": data})
+    prepared = prepare_data(cfg, tiny_data)
+    rule = debounce_rule(None)
+    assert split_windows(prepared, "train", cfg, rule).hop_readings == data.train_stride < stride
+    assert split_windows(prepared, "test", cfg, rule).hop_readings == stride
