@@ -122,6 +122,11 @@ class DataConfig(_Strict):
                     raise ValueError(f"{other} and {key} both name column {column!r}")
         return self
 
+    def stride_of(self, split: str) -> int:
+        """The stride a split's windows are cut at: train_stride for train (when set), else
+        stride."""
+        return (self.train_stride or self.stride) if split == "train" else self.stride
+
     @property
     def metadata_columns(self) -> dict[str, str]:
         """Config key -> column of the logs that describes runs, not sensors (never a feature)."""

@@ -104,12 +104,12 @@ def prepare_data(cfg: Config, data_path: Path | None = None) -> PreparedData:
     ts = frame[readings.timestamp_column].to_numpy(dtype=np.float64)
 
     window, n_features = cfg.data.window, len(readings.features)
-    strides = {name: cfg.data.stride for name in splits}
-    strides["train"] = cfg.data.train_stride or cfg.data.stride
     sets = {
         name: concat_windows(
             [
-                make_windows(normalized[s:e], codes[s:e], ts[s:e], run, window, strides[name])
+                make_windows(
+                    normalized[s:e], codes[s:e], ts[s:e], run, window, cfg.data.stride_of(name)
+                )
                 for run in runs
                 for s, e in [bounds[run]]
             ],

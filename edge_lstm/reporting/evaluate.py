@@ -116,7 +116,7 @@ def split_windows(prepared: Any, split: str, cfg: Config, rule: DebounceConfig) 
             prepared.readings, data.run_column, data.timestamp_column, data.label_column, runs
         ),
         rule=rule,
-        hop_readings=(data.train_stride or data.stride) if split == "train" else data.stride,
+        hop_readings=data.stride_of(split),
         sample_period_s=prepared.sample_period_s,
     )
 
