@@ -9,6 +9,7 @@ import torch
 from edge_lstm.config import TeacherConfig
 from edge_lstm.models import Teacher, count_parameters
 from edge_lstm.models.teacher import AttentionPooling
+from edge_lstm.models.window_stats import n_stats_features, window_stats
 from edge_lstm.training import seed_everything
 from tests.models.conftest import N_CLASSES, N_FEATURES, synthetic_windows
 
@@ -136,3 +137,19 @@ def test_tiny_teacher_overfits_a_tiny_batch(extra: dict) -> None:
         logits = model(x)
     assert torch.nn.functional.cross_entropy(logits, y).item() < 0.05
     assert (logits.argmax(1) == y).all()
+
+
+def test_dropout_spares_the_window_statistics() -> None:
+    """In training the pooled LSTM vector is dropped out, the statistics reach the head whole:
+    a frozen channel's log std can be the only evidence of its class."""
+    torch.manual_seed(0)
+    cfg = TeacherConfig(hidden_size=8, layers=1, dropout=0.9, attention_size=4, window_stats=True)
+    model = Teacher(N_FEATURES, N_CLASSES, cfg).train()
+    x = torch.from_numpy(synthetic_windows(16, seed=5).x)
+    seen: list[torch.Tensor] = []
+    model.head.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+    model(x)
+    width = n_stats_features(N_FEATURES)
+    pooled, stats = seen[0][:, :-width], seen[0][:, -width:]
+    assert torch.equal(stats, model.stats_norm(window_stats(x)))
+    assert (pooled == 0).float().mean() > 0.5  # the pooled vector is dropped out
